@@ -1,0 +1,41 @@
+# The two Quickstart commands, `make demo` and `make test`, need only python3 and make:
+# each creates or refreshes .venv from pyproject.toml, pinned by constraints.txt.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+BACKENDS ?= tensorflow jax torch
+PYTEST_ARGS ?=
+# The dev environment runs all three backends side by side. tensorflow-cpu is the same
+# TensorFlow without the GPU kernels; torch==2.13.0 is pinned to the CPU wheel.
+BACKEND_PACKAGES := tensorflow-cpu jax[cpu] torch
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
+
+.PHONY: venv test test-backend demo docs bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]" $(BACKEND_PACKAGES)
+	touch $@
+
+venv: $(STAMP)
+
+# One full pytest run per backend; any failure (or a run that collects nothing,
+# pytest's exit code 5) stops make with an error.
+test: $(STAMP)
+	@set -e; for b in $(BACKENDS); do \
+	  echo "=== KERAS_BACKEND=$$b"; \
+	  KERAS_BACKEND=$$b $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	done
+
+demo: $(STAMP)
+	$(BIN)/python -m keras_extras demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks docs
+
+clean:
+	rm -rf $(VENV) docs/_build .pytest_cache .hypothesis keras-extras-demo

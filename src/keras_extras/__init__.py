@@ -1,0 +1,10 @@
+"""keras_extras: registered, exact and backend-neutral Keras 3 components."""
+
+from keras_extras.metrics import RMSE, RootMeanSquaredError
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "RMSE",
+    "RootMeanSquaredError",
+]
