@@ -63,3 +63,22 @@ def run_in_fresh_process(code: str, timeout: float = 300) -> str:
     )
     assert proc.returncode == 0, f"fresh process failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
+
+
+def jit(fn: Any) -> Any:
+    """`fn` compiled the way the current backend compiles a training step.
+
+    TensorFlow: `tf.function(jit_compile=True)` (XLA); JAX: `jax.jit`; torch:
+    `torch.compile`, which is what `jit_compile=True` means on Keras's torch trainer.
+    """
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    import torch
+
+    return torch.compile(fn)

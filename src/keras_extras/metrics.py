@@ -40,9 +40,7 @@ def align_targets(y_true: Any, y_pred: Any) -> tuple[Any, Any | None]:
     """
     t_shape, p_shape = tuple(y_true.shape), tuple(y_pred.shape)
     if len(p_shape) == 0:
-        raise ValueError(
-            f"`y_pred` needs a batch axis, but it is a scalar (shape {p_shape})."
-        )
+        raise ValueError(f"`y_pred` needs a batch axis, but it is a scalar (shape {p_shape}).")
     if _same_shape(t_shape, p_shape):
         return y_true, None
     if len(t_shape) == len(p_shape) + 1 and t_shape[-1] == 1 and _same_shape(t_shape[:-1], p_shape):
@@ -52,7 +50,7 @@ def align_targets(y_true: Any, y_pred: Any) -> tuple[Any, Any | None]:
         if classes == 1:
             return ops.expand_dims(y_true, axis=-1), None
         labels = y_true
-    elif len(t_shape) == len(p_shape) and t_shape[-1] == 1 and _same_shape(t_shape[:-1], p_shape[:-1]):
+    elif t_shape[-1:] == (1,) and _same_shape(t_shape[:-1], p_shape[:-1]):
         labels = ops.squeeze(y_true, axis=-1)
     else:
         raise ValueError(
@@ -68,8 +66,20 @@ def align_targets(y_true: Any, y_pred: Any) -> tuple[Any, Any | None]:
     return None, labels
 
 
+def _torch_compiling() -> bool:
+    # Reading a value under torch.compile would break the graph and recompile it
+    # for every batch; the NaN that invalid labels produce needs no graph break.
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    return torch.compiler.is_compiling()
+
+
 def _concrete(x: Any) -> np.ndarray | None:
     """The value of `x` in an eager call; None while a graph is being traced."""
+    if _torch_compiling():
+        return None
     try:
         return ops.convert_to_numpy(x)
     except (NotImplementedError, TypeError):
@@ -143,7 +153,6 @@ class RootMeanSquaredError(keras.metrics.Metric):
             label makes the result NaN instead of being dropped silently.
 
     Example:
-
     >>> import keras_extras
     >>> m = keras_extras.RMSE()
     >>> m.update_state([[0.0, 1.0], [0.0, 0.0]], [[1.0, 1.0], [0.0, 0.0]])

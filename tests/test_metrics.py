@@ -1,0 +1,451 @@
+"""RootMeanSquaredError against an independent float64 NumPy reference."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from keras import ops
+from sklearn.metrics import root_mean_squared_error
+
+import keras_extras
+from tests.harness import assert_config_roundtrip, jit, run_in_fresh_process
+
+RTOL = 1e-5  # float32 arithmetic against a float64 reference
+
+
+def reference_rmse(y_true, y_pred, sample_weight=None):
+    """RMSE in float64, written without keras: one-hot for sparse labels, then
+    per-sample mean over non-batch axes, weighted mean over samples, sqrt."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    n = y_pred.shape[0]
+    classes = y_pred.shape[-1] if y_pred.ndim > 1 else 1
+    label_shapes = (y_pred.shape[:-1], y_pred.shape[:-1] + (1,))
+    if classes > 1 and y_true.shape in label_shapes and y_true.shape != y_pred.shape:
+        y_true = np.eye(classes)[y_true.reshape(y_pred.shape[:-1]).astype(int)]
+    if n == 0:
+        return 0.0
+    y_true = y_true.reshape(y_pred.shape)
+    per_sample = ((y_pred - y_true) ** 2).reshape(n, -1).mean(axis=1)
+    w = (
+        np.ones(n)
+        if sample_weight is None
+        else np.broadcast_to(np.asarray(sample_weight, np.float64).reshape(-1), (n,))
+    )
+    if w.sum() == 0:
+        return 0.0
+    return float(np.sqrt((w * per_sample).sum() / w.sum()))
+
+
+def rmse_of(*batches):
+    metric = keras_extras.RMSE()
+    for batch in batches:
+        metric.update_state(*batch)
+    return float(metric.result())
+
+
+def variables_of(metric):
+    return [ops.convert_to_numpy(v).copy() for v in metric.variables]
+
+
+# --- Data strategies -------------------------------------------------------------
+
+
+@st.composite
+def classification_data(draw, max_n=24):
+    """Integer labels (N,) and softmax-like predictions (N, C)."""
+    n = draw(st.integers(0, max_n))
+    classes = draw(st.integers(2, 5))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, size=n)
+    logits = rng.normal(size=(n, classes))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return labels, probs.astype("float32")
+
+
+@st.composite
+def splits(draw, n):
+    """Sorted cut points in [0, n], repeats allowed so empty batches occur."""
+    cuts = draw(st.lists(st.integers(0, n), max_size=5))
+    return [0, *sorted(cuts), n]
+
+
+# --- Dense targets ---------------------------------------------------------------
+
+
+def test_dense_matches_keras_builtin_and_sklearn():
+    rng = np.random.default_rng(0)
+    y_true = rng.normal(size=(50, 3)).astype("float32")
+    y_pred = rng.normal(size=(50, 3)).astype("float32")
+    ours = rmse_of((y_true, y_pred))
+    builtin = keras.metrics.RootMeanSquaredError()
+    builtin.update_state(y_true, y_pred)
+    assert ours == pytest.approx(float(builtin.result()), rel=RTOL)
+    sk = root_mean_squared_error(y_true.ravel(), y_pred.ravel())
+    assert ours == pytest.approx(sk, rel=RTOL)
+    assert ours == pytest.approx(reference_rmse(y_true, y_pred), rel=RTOL)
+
+
+def test_dense_weighted_matches_keras_builtin():
+    rng = np.random.default_rng(1)
+    y_true = rng.normal(size=(40, 4)).astype("float32")
+    y_pred = rng.normal(size=(40, 4)).astype("float32")
+    weights = rng.uniform(0, 3, size=40).astype("float32")
+    builtin = keras.metrics.RootMeanSquaredError()
+    builtin.update_state(y_true, y_pred, sample_weight=weights)
+    ours = rmse_of((y_true, y_pred, weights))
+    assert ours == pytest.approx(float(builtin.result()), rel=RTOL)
+    assert ours == pytest.approx(reference_rmse(y_true, y_pred, weights), rel=RTOL)
+
+
+@pytest.mark.parametrize(
+    "true_shape, pred_shape",
+    [((6,), (6,)), ((6, 1), (6,)), ((6,), (6, 1)), ((6, 1), (6, 1)), ((6, 4, 3), (6, 4, 3))],
+)
+def test_dense_shapes(true_shape, pred_shape):
+    rng = np.random.default_rng(2)
+    y_true = rng.normal(size=true_shape).astype("float32")
+    y_pred = rng.normal(size=pred_shape).astype("float32")
+    expected = reference_rmse(y_true.reshape(pred_shape), y_pred)
+    assert rmse_of((y_true, y_pred)) == pytest.approx(expected, rel=RTOL)
+
+
+def test_higher_rank_is_mean_over_non_batch_axes_then_samples():
+    # Samples with different numbers of elements must not be pooled elementwise.
+    y_true = np.zeros((2, 2, 2), "float32")
+    y_pred = np.array([[[1, 1], [1, 1]], [[0, 0], [0, 2]]], "float32")
+    weights = np.array([1.0, 3.0], "float32")
+    # Per-sample MSE: 1.0 and 1.0; weighted mean 1.0.
+    assert rmse_of((y_true, y_pred, weights)) == pytest.approx(1.0, rel=RTOL)
+
+
+# --- Sparse labels ---------------------------------------------------------------
+
+
+def test_the_seed_bug_labels_of_shape_n_1():
+    """Hand-written RMSEs broadcast (N, 1, C) against (N, C): about sqrt(N) too high."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 10, size=(32, 1))
+    probs = rng.dirichlet(np.ones(10), size=32).astype("float32")
+    one_hot = np.eye(10)[labels[:, 0]]
+    expected = np.sqrt(np.mean((one_hot - probs) ** 2))
+    assert rmse_of((labels, probs)) == pytest.approx(expected, rel=RTOL)
+    broadcast_bug = np.sqrt(np.sum((np.eye(10)[labels] - probs) ** 2) / 32 / 10)
+    assert broadcast_bug > 3 * expected  # what the test guards against
+
+
+@given(classification_data())
+def test_sparse_labels_equal_one_hot_dense(data):
+    labels, probs = data
+    classes = probs.shape[1]
+    one_hot = np.eye(classes, dtype="float32")[labels]
+    dense = rmse_of((one_hot, probs))
+    assert rmse_of((labels, probs)) == pytest.approx(dense, rel=RTOL, abs=1e-7)
+    assert rmse_of((labels[:, None], probs)) == pytest.approx(dense, rel=RTOL, abs=1e-7)
+    assert rmse_of((labels.astype("float32"), probs)) == pytest.approx(dense, rel=RTOL, abs=1e-7)
+    assert dense == pytest.approx(reference_rmse(labels, probs), rel=RTOL, abs=1e-7)
+
+
+def test_sparse_labels_with_time_axis():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, size=(5, 4))
+    probs = rng.dirichlet(np.ones(3), size=(5, 4)).astype("float32")
+    one_hot = np.eye(3)[labels]
+    expected = np.sqrt(np.mean((one_hot - probs) ** 2))
+    assert rmse_of((labels, probs)) == pytest.approx(expected, rel=RTOL)
+
+
+# --- Stream semantics (hypothesis) ----------------------------------------------
+
+
+@given(st.data())
+def test_any_split_and_order_gives_the_one_shot_result(data):
+    labels, probs = data.draw(classification_data())
+    n = len(labels)
+    weights = np.asarray(data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)), "float32")
+    cuts = data.draw(splits(n))
+    batches = [(labels[a:b], probs[a:b], weights[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+    order = data.draw(st.permutations(range(len(batches))))
+    expected = reference_rmse(labels, probs, weights)
+    assert rmse_of(*batches) == pytest.approx(expected, rel=RTOL, abs=1e-7)
+    assert rmse_of(*[batches[i] for i in order]) == pytest.approx(expected, rel=RTOL, abs=1e-7)
+
+
+@given(classification_data(), st.integers(1, 3))
+def test_reset_restores_the_initial_state(data, resets):
+    labels, probs = data
+    fresh = keras_extras.RMSE()
+    initial = variables_of(fresh)
+    metric = keras_extras.RMSE()
+    metric.update_state(labels, probs)
+    metric.update_state(np.zeros(3, int), np.full((3, probs.shape[1]), 0.5, "float32"))
+    for _ in range(resets):
+        metric.reset_state()
+    for after, before in zip(variables_of(metric), initial):
+        np.testing.assert_array_equal(after, before)
+    assert float(metric.result()) == 0.0
+    metric.update_state(labels, probs)
+    fresh.update_state(labels, probs)
+    for a, b in zip(variables_of(metric), variables_of(fresh)):
+        np.testing.assert_array_equal(a, b)
+    assert float(metric.result()) == float(fresh.result())
+
+
+@given(classification_data(max_n=12), st.data())
+def test_integer_weight_is_repetition(data, draw):
+    labels, probs = data
+    n = len(labels)
+    weights = np.asarray(draw.draw(st.lists(st.integers(0, 4), min_size=n, max_size=n)), dtype=int)
+    repeated = rmse_of((np.repeat(labels, weights), np.repeat(probs, weights, axis=0)))
+    assert rmse_of((labels, probs, weights.astype("float32"))) == pytest.approx(
+        repeated, rel=RTOL, abs=1e-7
+    )
+
+
+@given(classification_data())
+def test_unit_weights_are_no_weights_and_zero_weight_drops_the_sample(data):
+    labels, probs = data
+    n = len(labels)
+    plain = rmse_of((labels, probs))
+    assert rmse_of((labels, probs, np.ones(n, "float32"))) == pytest.approx(plain, rel=1e-6)
+    assert rmse_of((labels, probs, np.ones((n, 1), "float32"))) == pytest.approx(plain, rel=1e-6)
+    if n:
+        weights = np.ones(n, "float32")
+        weights[0] = 0.0
+        without_first = rmse_of((labels[1:], probs[1:]))
+        assert rmse_of((labels, probs, weights)) == pytest.approx(without_first, rel=1e-6)
+
+
+def test_no_samples_zero_weight_and_empty_batch():
+    metric = keras_extras.RMSE()
+    assert float(metric.result()) == 0.0
+    metric.update_state(np.zeros((0,), int), np.zeros((0, 3), "float32"))
+    assert float(metric.result()) == 0.0
+    metric.update_state([0, 1], [[0.5, 0.5, 0.0], [0.0, 1.0, 0.0]], sample_weight=[0.0, 0.0])
+    assert float(metric.result()) == 0.0
+    assert not np.isnan(float(metric.result()))
+    metric.update_state([2], [[0.0, 0.0, 0.5]])
+    before = variables_of(metric)
+    metric.update_state(np.zeros((0,), int), np.zeros((0, 3), "float32"))
+    for a, b in zip(variables_of(metric), before):
+        np.testing.assert_array_equal(a, b)
+    assert float(metric.result()) == pytest.approx(np.sqrt(0.25 / 3), rel=RTOL)
+
+
+# --- Stateless API ---------------------------------------------------------------
+
+
+@given(st.data())
+def test_stateless_api_agrees_with_stateful(data):
+    labels, probs = data.draw(classification_data())
+    cuts = data.draw(splits(len(labels)))
+    stateful = keras_extras.RMSE()
+    stateless = keras_extras.RMSE()
+    state = stateless.stateless_reset_state()
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        stateful.update_state(labels[a:b], probs[a:b])
+        state = stateless.stateless_update_state(state, labels[a:b], probs[a:b])
+    for a, b in zip(variables_of(stateful), state):
+        np.testing.assert_array_equal(a, ops.convert_to_numpy(b))
+    assert float(stateless.stateless_result(state)) == float(stateful.result())
+    # The stateless calls must not have touched the metric's own variables.
+    assert float(stateless.result()) == 0.0
+
+
+def test_compiled_stateless_update_matches_reference():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 4, size=(16,)).astype("int32")
+    probs = rng.dirichlet(np.ones(4), size=16).astype("float32")
+    metric = keras_extras.RMSE()
+
+    @jit
+    def step(state, y, p):
+        state = metric.stateless_update_state(state, y, p)
+        return state, metric.stateless_result(state)
+
+    state = metric.stateless_reset_state()
+    state, _ = step(state, labels[:9], probs[:9])
+    state, result = step(state, labels[9:], probs[9:])
+    # Each half has a static shape of its own, so this also checks re-tracing.
+    assert float(result) == pytest.approx(reference_rmse(labels, probs), rel=RTOL)
+
+
+# --- Long streams ----------------------------------------------------------------
+
+
+def seed_state(metric, total, count):
+    """Puts `metric` in the state it would have after `count` samples summing to
+    `total` squared error, without looping that many times."""
+    if isinstance(metric, keras_extras.RootMeanSquaredError):
+        hi = np.array([total, count], np.float32)
+        lo = (np.array([total, count], np.float64) - hi).astype(np.float32)
+        metric.hi.assign(hi)
+        metric.lo.assign(lo)
+    else:  # keras.metrics.RootMeanSquaredError, a Mean of float32 total and count
+        metric.total.assign(np.float32(total))
+        metric.count.assign(np.float32(count))
+
+
+def stream(metric, start_count, batch, steps):
+    """`steps` updates of `batch` samples after a seeded state of `start_count`
+    samples with mean squared error 0.3; returns (result, float64 reference)."""
+    y_true = np.zeros((batch, 1), "float32")
+    y_pred = np.full((batch, 1), np.sqrt(0.7), "float32")  # squared error 0.7 each
+    sq = float(np.float32(np.sqrt(0.7))) ** 2
+    seed_state(metric, 0.3 * start_count, start_count)
+    for _ in range(steps):
+        metric.update_state(y_true, y_pred)
+    n = start_count + batch * steps
+    return float(metric.result()), np.sqrt((0.3 * start_count + sq * batch * steps) / n)
+
+
+@pytest.mark.parametrize(
+    "start_count, batch, steps",
+    [(10**8 - 7 * 1000, 7, 1000), (2**24, 1, 2000)],
+    ids=["1e8-samples-in-batches-of-7", "single-samples-past-2**24"],
+)
+def test_exact_over_long_streams(start_count, batch, steps):
+    ours, expected = stream(keras_extras.RMSE(), start_count, batch, steps)
+    assert abs(ours - expected) / expected < 1e-6
+    # The same check fails for Keras's float32 total/count, so it has power.
+    builtin, expected = stream(keras.metrics.RootMeanSquaredError(), start_count, batch, steps)
+    assert abs(builtin - expected) / expected > 5e-6
+
+
+def test_exact_over_long_streams_when_compiled():
+    """XLA and tf.function must not simplify the compensated sum away."""
+    metric = keras_extras.RMSE()
+    seed_state(metric, 0.3 * 2**24, 2**24)
+    y_true = np.zeros((1, 1), "float32")
+    y_pred = np.full((1, 1), np.sqrt(0.7), "float32")
+    sq = float(np.float32(np.sqrt(0.7))) ** 2
+    steps = 300
+
+    step = jit(lambda state: metric.stateless_update_state(state, y_true, y_pred))
+    state = [v.value for v in metric.variables]
+    for _ in range(steps):
+        state = step(state)
+    result = float(metric.stateless_result(state))
+    expected = np.sqrt((0.3 * 2**24 + sq * steps) / (2**24 + steps))
+    assert abs(result - expected) / expected < 1e-6
+
+
+# --- Inside fit and evaluate -----------------------------------------------------
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_in_fit_and_evaluate_with_sparse_labels(jit_compile):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(60, 5)).astype("float32")
+    y = rng.integers(0, 3, size=(60, 1))
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(
+        optimizer="sgd",
+        loss="sparse_categorical_crossentropy",
+        metrics=[keras_extras.RMSE()],
+        jit_compile=jit_compile,
+    )
+    # Equal batches: each new batch shape would be another torch.compile (slow).
+    model.fit(x, y, batch_size=20, epochs=1, verbose=0)
+    logs = model.evaluate(x, y, batch_size=20, verbose=0, return_dict=True)
+    probs = model.predict(x, verbose=0)
+    assert logs["rmse"] == pytest.approx(reference_rmse(y, probs), rel=1e-5)
+
+
+# --- Bad input -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "true_shape, pred_shape",
+    [((4, 3), (4, 4)), ((5, 3), (4, 3)), ((4, 2, 3), (4, 3)), ((4,), (5, 1))],
+)
+def test_incompatible_shapes_name_both(true_shape, pred_shape):
+    metric = keras_extras.RMSE()
+    with pytest.raises(ValueError) as info:
+        metric.update_state(np.zeros(true_shape, "float32"), np.zeros(pred_shape, "float32"))
+    assert str(true_shape) in str(info.value) and str(pred_shape) in str(info.value)
+
+
+@pytest.mark.parametrize("label", [3, -1, 7])
+def test_label_out_of_range_raises_eagerly(label):
+    metric = keras_extras.RMSE()
+    with pytest.raises(ValueError, match=rf"\[0, 3\).*is {label}\b"):
+        metric.update_state(np.array([0, label]), np.full((2, 3), 1 / 3, "float32"))
+    assert float(metric.result()) == 0.0  # nothing was counted
+
+
+def test_fractional_float_label_raises_eagerly():
+    metric = keras_extras.RMSE()
+    with pytest.raises(ValueError, match=r"whole numbers.*is 1\.5"):
+        metric.update_state(np.array([0.0, 1.5]), np.full((2, 3), 1 / 3, "float32"))
+
+
+def test_invalid_label_in_compiled_step_gives_nan():
+    metric = keras_extras.RMSE()
+    probs = np.full((2, 3), 1 / 3, "float32")
+
+    @jit
+    def step(state, y):
+        return metric.stateless_result(metric.stateless_update_state(state, y, probs))
+
+    good = step(metric.stateless_reset_state(), np.array([0.0, 1.0], "float32"))
+    assert float(good) == pytest.approx(reference_rmse([0, 1], probs), rel=RTOL)
+    for label in (3.0, 1.5, -1.0, np.nan):
+        bad = np.array([0.0, label], "float32")
+        assert np.isnan(float(step(metric.stateless_reset_state(), bad))), label
+
+
+def test_sample_weight_of_wrong_shape_names_it():
+    metric = keras_extras.RMSE()
+    with pytest.raises(ValueError, match=r"\(4, 3\)"):
+        metric.update_state(
+            np.zeros(4, int), np.zeros((4, 3), "float32"), sample_weight=np.ones((4, 3))
+        )
+
+
+def test_scalar_prediction_is_rejected():
+    with pytest.raises(ValueError, match="batch axis"):
+        keras_extras.RMSE().update_state(1.0, 2.0)
+
+
+# --- Serialisation ---------------------------------------------------------------
+
+
+def test_registered_name_and_config():
+    cls = keras.saving.get_registered_object("keras_extras>RootMeanSquaredError")
+    assert cls is keras_extras.RootMeanSquaredError
+    metric = keras_extras.RMSE(name="my_rmse", dtype="float32")
+    assert metric.name == "my_rmse"
+    clone = assert_config_roundtrip(metric)
+    assert clone.name == "my_rmse"
+
+
+def test_keras_file_loads_in_a_fresh_process(tmp_path):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(20, 4)).astype("float32")
+    y = rng.integers(0, 3, size=(20,))
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(
+        optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=[keras_extras.RMSE()]
+    )
+    model.fit(x, y, epochs=1, verbose=0)
+    expected = model.evaluate(x, y, verbose=0, return_dict=True)["rmse"]
+    model.save(tmp_path / "model.keras")
+    out = run_in_fresh_process(
+        f"""
+        import numpy as np, keras, keras_extras
+        model = keras.saving.load_model({str(tmp_path / "model.keras")!r}, safe_mode=True)
+        data = np.load({str(tmp_path / "data.npz")!r})
+        logs = model.evaluate(data["x"], data["y"], verbose=0, return_dict=True)
+        metric = [m for m in model.metrics[1].metrics if m.name == "rmse"][0]
+        assert type(metric) is keras_extras.RootMeanSquaredError, type(metric)
+        print(logs["rmse"])
+        """
+    )
+    assert float(out.strip().splitlines()[-1]) == pytest.approx(expected, rel=1e-6)
