@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -449,3 +451,71 @@ def test_keras_file_loads_in_a_fresh_process(tmp_path):
         """
     )
     assert float(out.strip().splitlines()[-1]) == pytest.approx(expected, rel=1e-6)
+
+
+# --- Mergeable state ---------------------------------------------------------------
+
+
+@given(st.data())
+def test_merged_shards_equal_the_one_shot_result(data):
+    labels, probs = data.draw(classification_data(max_n=30))
+    cuts = data.draw(splits(len(labels)))
+    shards = []
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        metric = keras_extras.RMSE()
+        metric.update_state(labels[a:b], probs[a:b])
+        # Through plain numbers, as between processes.
+        rebuilt = keras_extras.RMSE()
+        rebuilt.set_state(json.loads(json.dumps(metric.get_state())))
+        shards.append(rebuilt)
+    order = data.draw(st.permutations(range(len(shards))))
+    merged = keras_extras.RMSE()
+    merged.merge_state([shards[i] for i in order])
+    expected = reference_rmse(labels, probs)
+    assert float(merged.result()) == pytest.approx(expected, rel=RTOL, abs=1e-7)
+
+
+def test_merge_keeps_long_stream_exactness():
+    shards = [keras_extras.RMSE() for _ in range(3)]
+    for shard in shards:
+        seed_state(shard, 0.3 * 2**24, 2**24)
+        shard.update_state(np.zeros((1, 1), "float32"), np.ones((1, 1), "float32"))
+    merged = keras_extras.RMSE()
+    merged.merge_state(shards)
+    n = 3 * (2**24 + 1)
+    expected = np.sqrt(3 * (0.3 * 2**24 + 1.0) / n)
+    assert abs(float(merged.result()) - expected) / expected < 1e-6
+
+
+def test_states_from_separate_processes_merge(tmp_path):
+    rng = np.random.default_rng(8)
+    labels = rng.integers(0, 4, size=50)
+    probs = rng.dirichlet(np.ones(4), size=50).astype("float32")
+    np.savez(tmp_path / "data.npz", labels=labels, probs=probs)
+    out = run_in_fresh_process(
+        f"""
+        import json, numpy as np, keras_extras
+        data = np.load({str(tmp_path / "data.npz")!r})
+        states = []
+        for a, b in [(0, 7), (7, 7), (7, 50)]:
+            m = keras_extras.RMSE()
+            m.update_state(data["labels"][a:b], data["probs"][a:b])
+            states.append(m.get_state())
+        print(json.dumps(states))
+        """
+    )
+    shards = []
+    for state in json.loads(out.strip().splitlines()[-1]):
+        shard = keras_extras.RMSE()
+        shard.set_state(state)
+        shards.append(shard)
+    merged = keras_extras.RMSE()
+    merged.merge_state(reversed(shards))
+    assert float(merged.result()) == pytest.approx(reference_rmse(labels, probs), rel=RTOL)
+
+
+def test_merge_and_set_state_reject_bad_input():
+    with pytest.raises(TypeError, match="MeanSquaredError"):
+        keras_extras.RMSE().merge_state([keras.metrics.MeanSquaredError()])
+    with pytest.raises(ValueError, match="hi"):
+        keras_extras.RMSE().set_state({"hi": [1.0, 2.0]})

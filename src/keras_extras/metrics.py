@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import keras
@@ -229,10 +230,61 @@ class RootMeanSquaredError(keras.metrics.Metric):
             weight = self._per_sample_weight(sample_weight, per_sample)
             batch = ops.stack([ops.sum(per_sample * weight), ops.sum(weight)])
 
-        hi, error = _two_sum(self.hi.value, batch)
-        hi, lo = _two_sum(hi, self.lo.value + error)
+        self._add(batch)
+
+    def _add(self, hi: Any, lo: Any = 0.0) -> None:
+        """Adds the pair `hi + lo` to the state, keeping its rounding error in `lo`."""
+        hi, error = _two_sum(self.hi.value, hi)
+        hi, lo = _two_sum(hi, self.lo.value + (lo + error))
         self.hi.assign(hi)
         self.lo.assign(lo)
+
+    def merge_state(self, metrics: Iterable[RootMeanSquaredError]) -> None:
+        """Adds the states of other instances to this one, as if it had seen their data.
+
+        Metrics updated on disjoint shards (in other processes, rebuilt with
+        `set_state`) merge into the value one metric gives on all the data, in
+        any order and whatever the shard sizes.
+
+        Args:
+            metrics: Instances of this class.
+
+        Raises:
+            TypeError: if an element is not a `RootMeanSquaredError`.
+        """
+        for other in metrics:
+            if not isinstance(other, RootMeanSquaredError):
+                raise TypeError(f"merge_state takes RootMeanSquaredError instances, got {other!r}.")
+            self._add(other.hi.value, other.lo.value)
+
+    def get_state(self) -> dict[str, list[float]]:
+        """The state as plain numbers, for sending to another process.
+
+        Returns:
+            `{"hi": [sum_sq, sum_w], "lo": [sum_sq, sum_w]}`: the weighted sum of
+            squared errors and the sum of weights, each as the float32 pair
+            whose exact sum is the value.
+        """
+        return {
+            "hi": [float(v) for v in ops.convert_to_numpy(self.hi.value)],
+            "lo": [float(v) for v in ops.convert_to_numpy(self.lo.value)],
+        }
+
+    def set_state(self, state: dict[str, list[float]]) -> None:
+        """Restores a state that `get_state` returned.
+
+        Args:
+            state: A dict with `"hi"` and `"lo"`, two numbers each.
+
+        Raises:
+            ValueError: if `state` lacks a key or a list has the wrong length.
+        """
+        if set(state) != {"hi", "lo"} or any(len(state[k]) != 2 for k in ("hi", "lo")):
+            raise ValueError(
+                f'state must be {{"hi": [sum_sq, sum_w], "lo": [sum_sq, sum_w]}}, got {state!r}.'
+            )
+        self.hi.assign(np.asarray(state["hi"], dtype=self.dtype))
+        self.lo.assign(np.asarray(state["lo"], dtype=self.dtype))
 
     def _per_sample_weight(self, sample_weight: Any, per_sample: Any) -> Any:
         weight = ops.convert_to_tensor(sample_weight, dtype=self.dtype)
