@@ -1,0 +1,52 @@
+"""The package's promises about itself: dependencies, layout and Keras 3 only."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import keras_extras
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "keras_extras"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_runtime_dependencies_are_keras_and_numpy_only():
+    names = {
+        re.split(r"[<>=!~\[ ;]", dep, maxsplit=1)[0] for dep in PYPROJECT["project"]["dependencies"]
+    }
+    assert names == {"keras", "numpy"}
+    assert any(dep.startswith("keras>=3.") for dep in PYPROJECT["project"]["dependencies"])
+
+
+def test_backend_and_tool_extras_exist():
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert {"tensorflow", "jax", "torch", "plot", "test", "docs", "dev"} <= set(extras)
+    assert PYPROJECT["project"]["name"] == "keras-extras"
+    assert PYPROJECT["build-system"]["build-backend"] == "hatchling.build"
+
+
+def test_source_uses_keras_3_only():
+    forbidden = re.compile(r"tf\.keras|tf_keras|from tensorflow import keras")
+    module_level_backend = re.compile(r"^(import|from) (tensorflow|jax|torch)\b", re.M)
+    for path in SRC.rglob("*.py"):
+        text = path.read_text()
+        assert not forbidden.search(text), f"{path} reaches tf.keras"
+        assert not module_level_backend.search(text), f"{path} imports a backend at module level"
+
+
+def test_version_matches_pyproject():
+    assert keras_extras.__version__ == PYPROJECT["project"]["version"]
+
+
+def test_constraints_pin_the_test_environment():
+    pins = dict(
+        line.split("==", 1)
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line
+    )
+    assert pins.get("torch") == "2.13.0"
+    for name in ("keras", "numpy", "jax", "hypothesis", "pytest", "scikit-learn"):
+        assert name in pins or name.replace("-", "_") in pins, name
