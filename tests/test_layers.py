@@ -320,6 +320,24 @@ def test_counter_moves_only_in_training_calls():
     assert counter(layer) == 4
 
 
+def test_stateless_call_returns_the_new_count():
+    # The form JAX's trainer uses: state in, new state out, the layer untouched.
+    layer = ScheduledDropout(0.5, schedule="constant", seed=1)
+    x = np.ones((20, 30), dtype="float32")
+    state = [v.value for v in layer.non_trainable_variables]
+    index = [v.path for v in layer.non_trainable_variables].index(layer.iterations.path)
+
+    out, new_state = layer.stateless_call([], state, x, training=True)
+    assert int(numpy(new_state[index])) == 1
+    assert 0 < float((numpy(out) == 0).mean()) < 1
+    out, again = layer.stateless_call([], new_state, x, training=True)
+    assert int(numpy(again[index])) == 2
+    out, same = layer.stateless_call([], again, x, training=False)
+    assert int(numpy(same[index])) == 2
+    np.testing.assert_array_equal(numpy(out), x)
+    assert counter(layer) == 0
+
+
 def test_counter_is_exact_past_float32_integers():
     layer = ScheduledDropout(0.5, schedule="linear")
     layer.iterations.assign(2**24)

@@ -389,10 +389,11 @@ class ScheduledDropout(keras.layers.Layer):
     def call(self, inputs: Any, training: bool = False) -> Any:  # noqa: D102
         if not training:
             return inputs
+        inputs = ops.convert_to_tensor(inputs)
         rate = self._rate_at(self.iterations.value)
         self.iterations.assign_add(ops.ones((), dtype=self.iterations.dtype))
         noise = keras.random.uniform(ops.shape(inputs), seed=self.seed_generator)
-        kept = inputs / ops.cast(1.0 - rate, inputs.dtype)
+        kept = ops.divide(inputs, ops.cast(1.0 - rate, inputs.dtype))
         return ops.where(noise >= rate, kept, ops.zeros_like(inputs))
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:  # noqa: D102
