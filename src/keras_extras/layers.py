@@ -295,10 +295,10 @@ class ScheduledDropout(keras.layers.Layer):
       number of training batches this layer has seen. Only calls with
       `training=True` add one to it, once per batch, also inside compiled
       `fit` steps (`tf.function`, XLA, JAX's stateless steps, torch) and
-      with `steps_per_execution > 1` where Keras allows it. Under `tf.distribute` it is updated from the
-      first replica only, so it advances once per global batch. It is an
-      integer so that it stays exact past 2**24 batches, where a float32
-      counter would stop moving.
+      with `steps_per_execution > 1` where Keras allows it. Under
+      `tf.distribute` it is updated from the first replica only, so it
+      advances once per global batch. It is an integer so that it stays
+      exact past 2**24 batches, where a float32 counter would stop moving.
     * **Saving.** The counter and the random generator's state are saved in
       `.keras` files, so training resumed from a file continues the schedule
       (and, with a `seed`, the same random stream) where it stopped.
