@@ -1,20 +1,25 @@
 """The one test harness every component's tests call.
 
 It checks what every public object promises: a complete `get_config`, a round trip
-through `from_config` and through a `.keras` file loaded in a fresh process.
+through `from_config` and through a `.keras` file loaded in a fresh process, runnable
+docstring examples and, for layers, the standard battery of `run_layer_test`.
 """
 
 from __future__ import annotations
 
+import doctest
 import inspect
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
+import warnings
 from typing import Any
 
 import keras
+import numpy as np
 
 BACKEND = keras.backend.backend()
 
@@ -82,3 +87,204 @@ def jit(fn: Any) -> Any:
     import torch
 
     return torch.compile(fn)
+
+
+def run_doctests(obj: Any) -> None:
+    """Runs the `>>>` examples of `obj`'s own docstring on the current backend.
+
+    Fails if any example fails, or if the docstring has none.
+    """
+    finder = doctest.DocTestFinder(recurse=False)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    name = getattr(obj, "__qualname__", repr(obj))
+    for test in finder.find(obj, name, globs={}):
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.attempted > 0, f"{name}'s docstring has no >>> example"
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {name} failed"
+
+
+def _numpy(x: Any) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def _variable_values(layer: keras.layers.Layer) -> list[np.ndarray]:
+    return [_numpy(v.value) for v in layer.variables]
+
+
+def run_layer_test(
+    layer_cls: type,
+    init_kwargs: dict[str, Any],
+    input_data: np.ndarray,
+    *,
+    call_kwargs: dict[str, Any] | None = None,
+    expected_output: np.ndarray | None = None,
+    expected_num_trainable_weights: int | None = None,
+    expected_num_non_trainable_weights: int | None = None,
+    expected_num_seed_generators: int | None = None,
+    supports_masking: bool | None = None,
+    run_training_check: bool = True,
+    run_mixed_precision_check: bool = True,
+) -> dict[str, keras.layers.Layer]:
+    """The standard battery for a layer, after Keras's own `run_layer_test`.
+
+    In one call it checks, each time on a fresh `layer_cls(**init_kwargs)`:
+
+    * serialisation: `assert_config_roundtrip`, and the rebuilt layer has the
+      same attributes;
+    * `build` and the numbers of trainable weights, non-trainable weights and
+      seed generators;
+    * a symbolic call on a `keras.Input`, whose shape and dtype must match an
+      eager call's;
+    * an eager call, its dtype (the layer's compute dtype for float inputs)
+      and, when given, its values (`expected_output`);
+    * a `.keras` round trip of a functional model around the layer: the same
+      variables and the same inference output after loading;
+    * a training step: `fit` for one batch with the backend's default
+      compilation; trainable weights, if any, must change;
+    * mixed precision (`dtype="mixed_float16"`): float outputs are float16,
+      as `compute_output_spec` says, and float variables stay float32. When
+      `call` takes `training`, this runs with `training=True` as well.
+
+    Args:
+        layer_cls: The layer class.
+        init_kwargs: Constructor arguments.
+        input_data: A batch of inputs, a NumPy array.
+        call_kwargs: Extra arguments for the eager and symbolic calls.
+        expected_output: The eager call's expected output.
+        expected_num_trainable_weights: Expected `len(layer.trainable_weights)`.
+        expected_num_non_trainable_weights: Expected
+            `len(layer.non_trainable_weights)`.
+        expected_num_seed_generators: Expected number of `SeedGenerator`s (the
+            non-trainable variables that are not weights).
+        supports_masking: Expected `layer.supports_masking`.
+        run_training_check: Whether to run the training step.
+        run_mixed_precision_check: Whether to run the mixed precision check.
+
+    Returns:
+        The layers it built, by check: `"eager"`, `"trained"`, `"mixed"`.
+    """
+    call_kwargs = dict(call_kwargs or {})
+    input_data = np.asarray(input_data)
+    float_input = np.issubdtype(input_data.dtype, np.floating)
+    layers: dict[str, keras.layers.Layer] = {}
+
+    # Serialisation.
+    layer = layer_cls(**init_kwargs)
+    clone = assert_config_roundtrip(layer)
+    assert set(dir(clone)) == set(dir(layer)), "from_config rebuilt other attributes"
+    if supports_masking is not None:
+        assert layer.supports_masking == supports_masking
+
+    def check_counts(layer: keras.layers.Layer) -> None:
+        assert layer.built, f"{layer.name} is not built"
+        if expected_num_trainable_weights is not None:
+            assert len(layer.trainable_weights) == expected_num_trainable_weights
+        if expected_num_non_trainable_weights is not None:
+            assert len(layer.non_trainable_weights) == expected_num_non_trainable_weights
+        if expected_num_seed_generators is not None:
+            seed_states = len(layer.non_trainable_variables) - len(layer.non_trainable_weights)
+            assert seed_states == expected_num_seed_generators
+
+    # Build.
+    layer = layer_cls(**init_kwargs)
+    layer.build(input_data.shape)
+    check_counts(layer)
+
+    # Symbolic call.
+    layer = layer_cls(**init_kwargs)
+    symbolic_input = keras.Input(shape=input_data.shape[1:], dtype=str(input_data.dtype))
+    symbolic_output = layer(symbolic_input, **call_kwargs)
+    check_counts(layer)
+
+    # Eager call.
+    layer = layer_cls(**init_kwargs)
+    output = layer(input_data, **call_kwargs)
+    layers["eager"] = layer
+    check_counts(layer)
+    assert tuple(symbolic_output.shape[1:]) == tuple(output.shape[1:])
+    assert keras.backend.standardize_dtype(output.dtype) == symbolic_output.dtype
+    if float_input:
+        assert keras.backend.standardize_dtype(output.dtype) == layer.compute_dtype
+    if expected_output is not None:
+        np.testing.assert_allclose(_numpy(output), expected_output, rtol=1e-6, atol=1e-6)
+
+    # `.keras` round trip.
+    inputs = keras.Input(shape=input_data.shape[1:], dtype=str(input_data.dtype))
+    model = keras.Model(inputs, layer_cls(**init_kwargs)(inputs))
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "layer.keras")
+        model.save(path)
+        restored = keras.saving.load_model(path)
+    for saved, loaded in zip(model.layers[1:], restored.layers[1:], strict=True):
+        assert type(loaded) is type(saved)
+        for a, b in zip(_variable_values(saved), _variable_values(loaded), strict=True):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(
+        _numpy(restored(input_data)), _numpy(model(input_data)), rtol=1e-6, atol=1e-6
+    )
+
+    # Training step.
+    if run_training_check:
+        layer = layer_cls(**init_kwargs)
+        model = _Wrapper(layer)
+        model.compile(optimizer="sgd", loss=_SumLoss(), jit_compile="auto")
+        target = _numpy(output)
+        model(input_data)  # build, so that the weights exist before training
+        before = [_numpy(w) for w in layer.trainable_weights]
+        with warnings.catch_warnings():
+            # A layer without weights trains nothing, and Keras says so.
+            warnings.filterwarnings("ignore", "The model does not have any trainable weights")
+            model.fit(input_data, target, batch_size=len(input_data), epochs=1, verbose=0)
+        after = [_numpy(w) for w in layer.trainable_weights]
+        if before:
+            assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True)), (
+                "one training step changed no trainable weight"
+            )
+        layers["trained"] = layer
+
+    # Mixed precision.
+    if run_mixed_precision_check:
+        runs = [call_kwargs]
+        if "training" in inspect.signature(layer_cls.call).parameters:
+            runs.append({**call_kwargs, "training": True})
+        for kwargs in runs:
+            layer = layer_cls(**{**init_kwargs, "dtype": "mixed_float16"})
+            spec_input = keras.KerasTensor(
+                input_data.shape,
+                dtype=layer.compute_dtype if float_input else str(input_data.dtype),
+            )
+            spec = layer.compute_output_spec(spec_input, **kwargs)
+            output = layer(input_data, **kwargs)
+            dtype = keras.backend.standardize_dtype(output.dtype)
+            assert dtype == spec.dtype, f"output is {dtype}, compute_output_spec says {spec.dtype}"
+            if float_input:
+                assert dtype == "float16", f"mixed_float16 output is {dtype}"
+            for weight in layer.weights:
+                weight_dtype = keras.backend.standardize_dtype(weight.dtype)
+                if "float" in weight_dtype:
+                    assert weight_dtype == "float32", f"{weight.path} is {weight_dtype}"
+            layers["mixed"] = layer
+    return layers
+
+
+class _Wrapper(keras.Model):
+    """A subclassed model around one layer, passing `training` through."""
+
+    def __init__(self, layer: keras.layers.Layer) -> None:
+        # An explicit name: TensorFlow refuses a scope named after `_Wrapper`.
+        super().__init__(name="layer_test_model")
+        self.layer = layer
+
+    def call(self, x: Any, training: bool = False) -> Any:
+        return self.layer(x, training=training)
+
+
+class _SumLoss(keras.losses.Loss):
+    """One op, so that any layer output can be trained on."""
+
+    def __init__(self) -> None:
+        super().__init__(name="sum_loss")
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return keras.ops.sum(y_pred)
