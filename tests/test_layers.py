@@ -126,8 +126,13 @@ def test_standard_layer_harness():
 
 @pytest.mark.parametrize(
     "obj",
-    [ScheduledDropout, DropoutSchedule, ExponentialRampSchedule, LinearWarmupSchedule,
-     ConstantSchedule],
+    [
+        ScheduledDropout,
+        DropoutSchedule,
+        ExponentialRampSchedule,
+        LinearWarmupSchedule,
+        ConstantSchedule,
+    ],
     ids=lambda c: c.__name__,
 )
 def test_docstring_examples_run(obj):
@@ -476,9 +481,7 @@ def test_save_load_restores_counter_and_random_state(tmp_path):
     assert counter(restored) == 5
     np.testing.assert_allclose(float(restored.current_rate), float(layer.current_rate))
     # The same random stream continues: the next masks are the original's next masks.
-    np.testing.assert_array_equal(
-        numpy(restored(x, training=True)), numpy(layer(x, training=True))
-    )
+    np.testing.assert_array_equal(numpy(restored(x, training=True)), numpy(layer(x, training=True)))
 
 
 def test_resumed_training_continues_the_schedule(tmp_path):
@@ -611,4 +614,3 @@ def test_bad_gamma_raises(gamma):
 def test_base_schedule_must_be_implemented():
     with pytest.raises(NotImplementedError, match="DropoutSchedule must implement"):
         DropoutSchedule()(0)
-

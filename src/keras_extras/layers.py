@@ -62,9 +62,7 @@ class DropoutSchedule:
         Returns:
             A float scalar tensor, clipped to [0, 1] by the layer.
         """
-        raise NotImplementedError(
-            f"{type(self).__name__} must implement `__call__(step)`."
-        )
+        raise NotImplementedError(f"{type(self).__name__} must implement `__call__(step)`.")
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments, for `from_config`.
@@ -354,11 +352,7 @@ class ScheduledDropout(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (
-            isinstance(rate, bool)
-            or not isinstance(rate, numbers.Real)
-            or not 0 <= rate < 1
-        ):
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
             raise ValueError(f"`rate` must be a float in [0, 1), but got rate={rate!r}.")
         self.rate = float(rate)
         self.schedule = _resolve_schedule(schedule)
