@@ -311,13 +311,20 @@ def _steps_per_epoch(model: Any, settings: Settings) -> int:
     """Steps that make one epoch of `model` last about `settings.epoch_seconds`."""
     if settings.quick:
         return settings.quick_steps
-    probe_steps = 8
-    data = _mnist_like(probe_steps)
-    _fit(model, data)  # compiles
+    steps = 8
+    _fit(model, _mnist_like(steps))  # compiles
+    # Twice: the first estimate spreads fit's fixed cost over few steps. The
+    # faster of two fits each time, so that one slowed by a neighbour does not count.
+    for _ in range(2):
+        seconds = min(_fit_seconds(model, _mnist_like(steps)) for _ in range(2))
+        steps = int(np.clip(round(settings.epoch_seconds / seconds * steps), 4, 4000))
+    return steps
+
+
+def _fit_seconds(model: Any, data: tuple) -> float:
     start = time.perf_counter()
     _fit(model, data)
-    seconds = time.perf_counter() - start
-    return int(np.clip(round(settings.epoch_seconds / seconds * probe_steps), 4, 4000))
+    return time.perf_counter() - start
 
 
 def _fit_comparison(

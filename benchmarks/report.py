@@ -57,7 +57,8 @@ def _ratio_cell(record: dict[str, Any] | None) -> str:
         return "not run"
     if record["status"] != "ok":
         return record["status"]
-    cell = f"{record['ratio_median']:.2f}"
+    # Three decimals: 1.024 against a target of 1.02 must not read as 1.02.
+    cell = f"{record['ratio_median']:.3f}"
     if record["target_met"] is True:
         cell += " ✓"
     elif record["target_met"] is False:
@@ -127,7 +128,7 @@ def document(runs: list[dict[str, Any]]) -> list[Block]:
         blocks.append(("table", ["Comparison (B/A)", "Target"] + backends, rows))
 
         missed = [
-            f"{b}, {rec['title']}: {rec['ratio_median']:.2f}× (target ≤ {rec['target']:.2f}×)"
+            f"{b}, {rec['title']}: {rec['ratio_median']:.3f}× (target ≤ {rec['target']:.2f}×)"
             for b in backends
             for rec in by_backend[b].values()
             if rec.get("target_met") is False

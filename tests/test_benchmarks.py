@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import keras_extras
-from benchmarks import report, timing
+from benchmarks import machine, report, timing
 from tests.harness import BACKEND
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +55,7 @@ def _no_collections(monkeypatch):
     # A full collection per sample is right for real timings, but slow with a
     # backend loaded and irrelevant on a fake clock.
     monkeypatch.setattr(timing.gc, "collect", lambda: 0)
+    monkeypatch.setattr(timing.gc, "freeze", lambda: None)
 
 
 @given(durations, st.data())
@@ -84,7 +85,7 @@ def test_compare_interleaves_after_warmup_and_summarises(a, data):
 def test_compare_min_sample_s_sets_calls_from_fastest_of_three():
     # A warm-up pair, then three calibration calls of A (the fastest 0.125 s),
     # then samples of 0.5 / 0.125 = 4 calls each.
-    a = [9.0] + [0.5, 0.125, 0.25] + [0.125] * 8
+    a = [9.0] + [0.375, 0.125, 0.25] + [0.125] * 8
     b = [9.0] + [0.25] * 8
     work = FakeWork(a, b)
     out = timing.compare(
@@ -99,6 +100,16 @@ def test_compare_min_sample_s_sets_calls_from_fastest_of_three():
     assert out["b"]["samples_per_s"] == 32.0
 
 
+def test_compare_min_sample_s_needs_one_call_when_a_call_is_long_enough():
+    work = FakeWork([9.0] + [0.75] * 3, [9.0] + [1.5] * 2)
+    out = timing.compare(
+        work.run("A"), work.run("B"), repeats=2, min_sample_s=0.5, clock=work.clock
+    )
+    assert out["calls_per_sample"] == 1
+    assert work.calls == ["A", "B", "A"] + ["A", "B"] * 2
+    assert out["ratios"] == [2.0, 2.0]
+
+
 @pytest.mark.parametrize("repeats, warmup", [(0, 1), (3, -1)])
 def test_compare_rejects_bad_counts(repeats, warmup):
     with pytest.raises(ValueError, match="must be at least"):
@@ -109,6 +120,23 @@ def test_target_met():
     assert timing.target_met(1.05, 1.05) is True
     assert timing.target_met(1.0501, 1.05) is False
     assert timing.target_met(3.0, None) is None
+
+
+@pytest.mark.parametrize(
+    "device_string, kind",
+    [
+        ("/job:localhost/replica:0/task:0/device:CPU:0", "cpu"),  # TensorFlow
+        ("/job:localhost/replica:0/task:0/device:GPU:0", "gpu"),
+        ("TFRT_CPU_0", "cpu"),  # JAX
+        ("cpu:0", "cpu"),
+        ("cuda:0", "gpu"),
+        ("cpu", "cpu"),  # torch
+        ("cuda:0", "gpu"),
+    ],
+)
+def test_device_kind_of_each_backends_device_strings(device_string, kind):
+    # The GPU run refuses to measure unless Keras really places tensors on the GPU.
+    assert machine.device_kind(device_string) == kind
 
 
 def _record(case_id, title, target, ratios, status="ok"):
@@ -186,15 +214,15 @@ def test_report_tables_mark_met_and_missed_targets(tmp_path):
 
     markdown = (tmp_path / "README.md").read_text()
     assert "| Comparison (B/A) | Target | jax | torch |" in markdown
-    assert "| Metric one | ≤ 1.05 | 1.02 ✓ | 1.20 ✗ |" in markdown
-    assert "| Metric two | – | 2.50 | 0.50 |" in markdown
-    assert "| Train one | ≤ 1.02 | 1.20 ✗ | not available |" in markdown
-    assert "| Metric one | ≤ 1.05 | 0.90 ✓ |" in markdown  # the GPU table
+    assert "| Metric one | ≤ 1.05 | 1.020 ✓ | 1.200 ✗ |" in markdown
+    assert "| Metric two | – | 2.500 | 0.500 |" in markdown
+    assert "| Train one | ≤ 1.02 | 1.200 ✗ | not available |" in markdown
+    assert "| Metric one | ≤ 1.05 | 0.900 ✓ |" in markdown  # the GPU table
     assert markdown.index("## CPU") < markdown.index("## GPU")
     cpu = markdown[markdown.index("## CPU") : markdown.index("## GPU")]
     missed = cpu[cpu.index("### Missed targets") : cpu.index("### Not measured")]
-    assert "- jax, Train one: 1.20× (target ≤ 1.02×)" in missed
-    assert "- torch, Metric one: 1.20× (target ≤ 1.05×)" in missed
+    assert "- jax, Train one: 1.200× (target ≤ 1.02×)" in missed
+    assert "- torch, Metric one: 1.200× (target ≤ 1.05×)" in missed
     assert missed.count("\n- ") == 2
     assert "torch, Train one: not available" in cpu
     assert "Test CPU (2 cores)" in cpu and "commit abc1234" in cpu
@@ -208,7 +236,7 @@ def test_report_tables_mark_met_and_missed_targets(tmp_path):
 
     rst = (tmp_path / "table.rst").read_text()
     assert "CPU\n~~~\n" in rst and "GPU\n~~~\n" in rst
-    assert "   * - Metric one\n     - ≤ 1.05\n     - 1.02 ✓\n     - 1.20 ✗\n" in rst
+    assert "   * - Metric one\n     - ≤ 1.05\n     - 1.020 ✓\n     - 1.200 ✗\n" in rst
     assert "``jax``" in rst and ".. image::" not in rst
 
     with Image.open(tmp_path / "ratios.png") as image:
