@@ -13,7 +13,7 @@ BACKEND_PACKAGES := tensorflow-cpu jax[cpu] torch
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: venv test test-backend demo docs bench lint clean
+.PHONY: venv test test-backend demo docs bench bench-quick lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,24 @@ test: $(STAMP)
 	  echo "=== KERAS_BACKEND=$$b"; \
 	  KERAS_BACKEND=$$b $(BIN)/python -m pytest $(PYTEST_ARGS); \
 	done
+
+# Benchmarks against the Keras built-ins, one process per backend (and per device, CPU
+# then a CUDA GPU if the backend sees one): benchmarks/results/<device>-<backend>.json,
+# then the tables and chart made from them. Run it on a quiet machine.
+bench: $(STAMP)
+	@status=0; for b in $(BACKENDS); do \
+	  echo "=== bench KERAS_BACKEND=$$b"; \
+	  KERAS_BACKEND=$$b $(BIN)/python -m benchmarks.run --backend $$b || status=1; \
+	done; \
+	$(BIN)/python -m benchmarks.report && exit $$status
+
+# The same code on tiny sizes, into a temp folder: proves it runs, measures nothing.
+# `make test` runs it too, as tests/test_benchmarks.py.
+bench-quick: $(STAMP)
+	@set -e; out=$$(mktemp -d); for b in $(BACKENDS); do \
+	  KERAS_BACKEND=$$b $(BIN)/python -m benchmarks.run --quick --backend $$b --out $$out; \
+	done; \
+	$(BIN)/python -m benchmarks.report --results $$out
 
 demo: $(STAMP)
 	$(BIN)/python -m keras_extras demo

@@ -1,0 +1,459 @@
+"""What is measured: each keras_extras component against what a user would use instead.
+
+Every function here returns result records (dicts) for `run.py` to store. B is
+always ours and A the reference, so a ratio B/A above 1 means ours is slower.
+A component missing from `keras_extras` gives a record with status
+"not available" instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+import keras_extras
+from benchmarks.timing import compare, target_met
+
+BACKEND = keras.backend.backend()
+CLASSES = 10
+BATCH = 128  # training batch, as in Keras's MNIST examples
+FEATURES = 784  # MNIST's 28 x 28 pixels
+HIDDEN = 512
+
+# Reported against, never asserted (issue 7).
+TARGET_METRIC_COMPILED = 1.05  # at batch >= 1,024
+TARGET_METRIC_EAGER = 1.25
+TARGET_TRAIN_STEP = 1.02
+TARGET_LOSS_HISTORY = 1.02
+TARGET_TRAINING_PLOTTER = 1.05
+TARGET_SCHEDULED_DROPOUT = 1.05
+
+if BACKEND == "tensorflow":
+    import tensorflow as tf
+
+    # Each compiled metric comparison traces two new functions once each (checked
+    # in `_compiled_runner`), which TensorFlow's warning counts as retracing.
+    tf.get_logger().addFilter(lambda r: "tf.function retracing" not in r.getMessage())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and repeats of one run; `QUICK` only proves the code still runs."""
+
+    quick: bool
+    repeats: int  # counted pairs of a metric comparison
+    fit_repeats: int  # counted pairs of a `fit` comparison, whose samples last seconds
+    warmup: int
+    metric_batches: tuple[int, ...]
+    compiled_updates: int  # metric updates in one compiled call
+    eager_updates: int  # metric updates between two reads of the state, eagerly
+    min_sample_s: float  # a metric sample repeats its call until it lasts this long
+    epoch_seconds: float  # the length `fit` epochs are calibrated to
+    callback_epochs: int  # epochs per timed `fit` in the callback benchmarks
+    quick_steps: int  # steps per epoch in quick mode, instead of calibrating
+
+
+FULL = Settings(
+    quick=False,
+    repeats=7,
+    fit_repeats=5,
+    warmup=1,
+    metric_batches=(32, 1024, 65536),
+    compiled_updates=100,
+    eager_updates=10,
+    min_sample_s=0.1,
+    epoch_seconds=1.0,
+    callback_epochs=2,
+    quick_steps=0,
+)
+QUICK = Settings(
+    quick=True,
+    repeats=2,
+    fit_repeats=2,
+    warmup=1,
+    metric_batches=(32,),
+    compiled_updates=3,
+    eager_updates=3,
+    min_sample_s=0.0,
+    epoch_seconds=0.0,
+    callback_epochs=1,
+    quick_steps=2,
+)
+
+
+def _record(
+    case_id: str,
+    title: str,
+    a: str,
+    b: str,
+    target: float | None,
+    params: dict[str, Any],
+    measure: Callable[[], dict[str, Any]],
+    needs: str | None = None,
+    skip: str | None = None,
+) -> dict[str, Any]:
+    """Runs one comparison and wraps it, or its absence or failure, as a record."""
+    record: dict[str, Any] = {
+        "id": case_id,
+        "title": title,
+        "a_label": a,
+        "b_label": b,
+        "target": target,
+        "params": params,
+    }
+    if needs is not None and not hasattr(keras_extras, needs):
+        record["status"] = "not available"
+        record["reason"] = f"keras_extras.{needs} does not exist in this version."
+        return record
+    if skip is not None:
+        record["status"] = "skipped"
+        record["reason"] = skip
+        return record
+    start = time.perf_counter()
+    try:
+        measured = measure()
+    except Exception as error:  # noqa: BLE001 - a failing case must not lose the others
+        traceback.print_exc()
+        record["status"] = "error"
+        record["reason"] = f"{type(error).__name__}: {error}"
+        return record
+    record["status"] = "ok"
+    record.update(measured)
+    # Compilation and calibration included: what this comparison cost the run.
+    record["wall_s"] = round(time.perf_counter() - start, 2)
+    record["target_met"] = target_met(measured["ratio_median"], target)
+    return record
+
+
+# --- Metric update ---------------------------------------------------------
+
+
+def _metric_data(kind: str, batch: int, copies: int = 2) -> tuple[list[Any], list[Any]]:
+    """`copies` different batches, so that no compiler can hoist the update out of a loop."""
+    rng = np.random.default_rng(batch)
+    y_pred = rng.random((copies, batch, CLASSES), dtype=np.float32)
+    if kind == "dense":
+        y_true = rng.random((copies, batch, CLASSES), dtype=np.float32)
+    else:
+        y_true = rng.integers(0, CLASSES, (copies, batch), dtype=np.int32)
+    return [ops.convert_to_tensor(t) for t in y_true], [ops.convert_to_tensor(p) for p in y_pred]
+
+
+def _one_hot(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
+    """What a user without keras_extras does with sparse labels before the built-in."""
+    return ops.one_hot(y_true, CLASSES, dtype=y_pred.dtype), y_pred
+
+
+def _as_is(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
+    return y_true, y_pred
+
+
+def _eager_runner(metric: Any, prepare: Callable, data: tuple[list, list], n: int) -> Callable:
+    y_true, y_pred = data
+
+    def run() -> list[np.ndarray]:
+        for i in range(n):
+            metric.update_state(*prepare(y_true[i % 2], y_pred[i % 2]))
+        return [ops.convert_to_numpy(v.value) for v in metric.variables]
+
+    return run
+
+
+def _compiled_runner(metric: Any, prepare: Callable, data: tuple[list, list], n: int) -> Callable:
+    """`n` updates in one compiled call: tf.function, jax.jit, or a torch loop."""
+    y_true, y_pred = ops.stack(data[0]), ops.stack(data[1])
+    if BACKEND == "jax":
+        import jax
+
+        @jax.jit
+        def updates(variables: list, y_true: Any, y_pred: Any) -> list:
+            def body(i: Any, variables: list) -> list:
+                inputs = prepare(y_true[i % 2], y_pred[i % 2])
+                return metric.stateless_update_state(variables, *inputs)
+
+            return jax.lax.fori_loop(0, n, body, variables)
+
+        initial = [v.value for v in metric.variables]
+
+        def run() -> list[np.ndarray]:
+            return [np.asarray(v) for v in updates(initial, y_true, y_pred)]
+
+        return run
+    if BACKEND == "tensorflow":
+
+        @tf.function
+        def updates(y_true: Any, y_pred: Any) -> None:
+            for i in tf.range(n):
+                metric.update_state(*prepare(tf.gather(y_true, i % 2), tf.gather(y_pred, i % 2)))
+
+    else:
+        import torch
+
+        def updates(y_true: Any, y_pred: Any) -> None:
+            with torch.no_grad():
+                for i in range(n):
+                    metric.update_state(*prepare(y_true[i % 2], y_pred[i % 2]))
+
+    def run() -> list[np.ndarray]:
+        updates(y_true, y_pred)
+        if BACKEND == "tensorflow" and updates.experimental_get_tracing_count() != 1:
+            raise AssertionError("The tf.function was traced again: tracing was timed.")
+        return [ops.convert_to_numpy(v.value) for v in metric.variables]
+
+    return run
+
+
+def _metric_comparison(kind: str, mode: str, batch: int, settings: Settings) -> dict[str, Any]:
+    data = _metric_data(kind, batch)
+    reference, ours = keras.metrics.RootMeanSquaredError(), keras_extras.RMSE()
+    runner = _compiled_runner if mode == "compiled" else _eager_runner
+    n = settings.compiled_updates if mode == "compiled" else settings.eager_updates
+    # Each call ends by copying the metric's state to NumPy, which also waits for
+    # asynchronous device work to finish.
+    run_a = runner(reference, _one_hot if kind == "sparse" else _as_is, data, n)
+    run_b = runner(ours, _as_is, data, n)
+    measured = compare(
+        run_a,
+        run_b,
+        repeats=settings.repeats,
+        warmup=settings.warmup,
+        work=n * batch,
+        min_sample_s=settings.min_sample_s,
+    )
+    # A timing of code that computed something else would be worthless. Every
+    # call feeds the same batches in the same order, so both results are those
+    # of one call's batches, however many calls each side made.
+    result_a = float(reference.stateless_result(run_a()))
+    result_b = float(ours.stateless_result(run_b()))
+    if not np.isclose(result_a, result_b, rtol=1e-3):
+        raise AssertionError(f"RMSE {result_b} differs from the built-in's {result_a}.")
+    measured["updates_per_call"] = n
+    return measured
+
+
+def metric_update(settings: Settings) -> Iterator[dict[str, Any]]:
+    """RMSE's update against the built-in's, dense and sparse, eager and compiled."""
+    compiler = {"jax": "jax.jit + lax.fori_loop", "tensorflow": "tf.function"}.get(
+        BACKEND, "torch loop under no_grad"
+    )
+    for mode in ("eager", "compiled"):
+        for kind in ("dense", "sparse"):
+            for batch in settings.metric_batches:
+                if mode == "compiled":
+                    target = TARGET_METRIC_COMPILED if batch >= 1024 else None
+                else:
+                    target = TARGET_METRIC_EAGER
+                reference = "keras.metrics.RootMeanSquaredError"
+                if kind == "sparse":
+                    reference = "one_hot + " + reference
+                yield _record(
+                    f"metric_update/{kind}/{mode}/batch_{batch}",
+                    f"RMSE update, {kind}, {mode}, batch {batch:,}",
+                    reference,
+                    "keras_extras.RMSE" + (" on int labels" if kind == "sparse" else ""),
+                    target,
+                    {
+                        "kind": kind,
+                        "mode": mode,
+                        "batch": batch,
+                        "classes": CLASSES,
+                        "compiler": compiler if mode == "compiled" else "none",
+                    },
+                    lambda kind=kind, mode=mode, batch=batch: _metric_comparison(
+                        kind, mode, batch, settings
+                    ),
+                )
+
+
+# --- fit: training step, callbacks, layer -------------------------------
+
+
+def _mnist_like(steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic data of MNIST's shape: `steps` full batches of 784 pixels in [0, 1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((steps * BATCH, FEATURES), dtype=np.float32)
+    y = rng.integers(0, CLASSES, steps * BATCH, dtype=np.int32)
+    return x, y
+
+
+def _mlp(model_class: type, dropout: keras.layers.Layer, jit_compile: Any = "auto") -> Any:
+    """The MNIST MLP, 784 -> 512 -> 10 with dropout, compiled with RMSprop."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((FEATURES,))
+    hidden = keras.layers.Dense(HIDDEN, activation="relu")(inputs)
+    outputs = keras.layers.Dense(CLASSES, activation="softmax")(dropout(hidden))
+    model = model_class(inputs, outputs)
+    model.compile(
+        optimizer=keras.optimizers.RMSprop(),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def _fit(model: Any, data: tuple, epochs: int = 1, callbacks: list | None = None) -> None:
+    model.fit(*data, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks)
+    # Waits for the last step, so that no device work spills into the next sample.
+    ops.convert_to_numpy(model.optimizer.iterations.value)
+
+
+def _steps_per_epoch(model: Any, settings: Settings) -> int:
+    """Steps that make one epoch of `model` last about `settings.epoch_seconds`."""
+    if settings.quick:
+        return settings.quick_steps
+    steps = 8
+    _fit(model, _mnist_like(steps))  # compiles
+    # Twice: the first estimate spreads fit's fixed cost over few steps. The
+    # faster of two fits each time, so that one slowed by a neighbour does not count.
+    for _ in range(2):
+        seconds = min(_fit_seconds(model, _mnist_like(steps)) for _ in range(2))
+        steps = int(np.clip(round(settings.epoch_seconds / seconds * steps), 4, 4000))
+    return steps
+
+
+def _fit_seconds(model: Any, data: tuple) -> float:
+    start = time.perf_counter()
+    _fit(model, data)
+    return time.perf_counter() - start
+
+
+def _fit_comparison(
+    model_a: Any,
+    model_b: Any,
+    settings: Settings,
+    epochs: int = 1,
+    callbacks_b: list | None = None,
+) -> dict[str, Any]:
+    steps = _steps_per_epoch(model_a, settings)
+    data = _mnist_like(steps)
+    measured = compare(
+        lambda: _fit(model_a, data, epochs),
+        lambda: _fit(model_b, data, epochs, callbacks_b),
+        repeats=settings.fit_repeats,
+        warmup=settings.warmup,
+        work=steps * BATCH * epochs,
+    )
+    measured["steps_per_epoch"] = steps
+    measured["epochs_per_sample"] = epochs
+    return measured
+
+
+def _default_jit_compile() -> bool:
+    """What `compile(jit_compile="auto")` picks here, by Keras's own rule."""
+    if BACKEND == "torch":
+        return False
+    if BACKEND == "tensorflow":
+        return any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
+    return True
+
+
+def _jit_settings(settings: Settings) -> Iterator[tuple[bool, str | None]]:
+    """(jit_compile, why it is skipped or None), for both settings."""
+    for jit_compile in (False, True):
+        skip = None
+        if settings.quick and jit_compile != _default_jit_compile():
+            # Eager JAX and torch.compile each take half a minute on a small CPU.
+            skip = "quick mode runs Keras's default jit_compile only."
+        yield jit_compile, skip
+
+
+def training_step(settings: Settings) -> Iterator[dict[str, Any]]:
+    """CustomModel's `fit` against keras.Model's, jit_compile off and on."""
+    for jit_compile, skip in _jit_settings(settings):
+
+        def measure(jit_compile: bool = jit_compile) -> dict[str, Any]:
+            model_a = _mlp(keras.Model, keras.layers.Dropout(0.5), jit_compile)
+            model_b = _mlp(keras_extras.CustomModel, keras.layers.Dropout(0.5), jit_compile)
+            return _fit_comparison(model_a, model_b, settings)
+
+        yield _record(
+            f"training_step/jit_{'on' if jit_compile else 'off'}",
+            f"Training step, jit_compile={jit_compile}",
+            "keras.Model",
+            "keras_extras.CustomModel",
+            TARGET_TRAIN_STEP,
+            {
+                "batch": BATCH,
+                "model": f"{FEATURES}-{HIDDEN}-{CLASSES} MLP, dropout 0.5, RMSprop",
+                "jit_compile": jit_compile,
+            },
+            measure,
+            needs="CustomModel",
+            skip=skip,
+        )
+
+
+def _training_plotter(directory: str) -> Any:
+    """A TrainingPlotter that writes into `directory`, whatever its argument is called."""
+    cls = keras_extras.TrainingPlotter
+    names = list(inspect.signature(cls).parameters)
+    for name in ("directory", "output_dir", "log_dir", "dirname", "folder", "path"):
+        if name in names:
+            return cls(**{name: directory})
+    return cls(directory)
+
+
+def callback_overhead(settings: Settings) -> Iterator[dict[str, Any]]:
+    """`fit` with LossHistory, and with TrainingPlotter, against `fit` without callbacks."""
+    common = {"batch": BATCH, "epoch_seconds": settings.epoch_seconds or None}
+    with tempfile.TemporaryDirectory() as directory:
+        for name, make, target in (
+            ("LossHistory", lambda: keras_extras.LossHistory(), TARGET_LOSS_HISTORY),
+            ("TrainingPlotter", lambda: _training_plotter(directory), TARGET_TRAINING_PLOTTER),
+        ):
+
+            def measure(make: Callable = make) -> dict[str, Any]:
+                # One model for both sides: only the callback list differs.
+                model = _mlp(keras.Model, keras.layers.Dropout(0.5))
+                return _fit_comparison(
+                    model, model, settings, settings.callback_epochs, callbacks_b=[make()]
+                )
+
+            yield _record(
+                f"callback/{name}",
+                f"fit with {name}",
+                "fit, no callbacks",
+                f"fit with keras_extras.{name}",
+                target,
+                common,
+                measure,
+                needs=name,
+            )
+
+
+def layer(settings: Settings) -> Iterator[dict[str, Any]]:
+    """ScheduledDropout against keras.layers.Dropout, inside `fit`."""
+
+    def measure() -> dict[str, Any]:
+        model_a = _mlp(keras.Model, keras.layers.Dropout(0.5))
+        model_b = _mlp(keras.Model, keras_extras.ScheduledDropout(0.5))
+        return _fit_comparison(model_a, model_b, settings)
+
+    yield _record(
+        "layer/ScheduledDropout",
+        "ScheduledDropout in fit",
+        "keras.layers.Dropout(0.5)",
+        "keras_extras.ScheduledDropout(0.5)",
+        TARGET_SCHEDULED_DROPOUT,
+        {"batch": BATCH, "rate": 0.5},
+        measure,
+        needs="ScheduledDropout",
+    )
+
+
+GROUPS = {
+    "metric_update": metric_update,
+    "training_step": training_step,
+    "callback": callback_overhead,
+    "layer": layer,
+}
