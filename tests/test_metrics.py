@@ -519,3 +519,12 @@ def test_merge_and_set_state_reject_bad_input():
         keras_extras.RMSE().merge_state([keras.metrics.MeanSquaredError()])
     with pytest.raises(ValueError, match="hi"):
         keras_extras.RMSE().set_state({"hi": [1.0, 2.0]})
+
+
+def test_overflow_gives_inf_like_the_builtin():
+    y_pred = np.array([[3e38], [3e38]], "float32")
+    y_true = np.zeros((2, 1), "float32")
+    builtin = keras.metrics.RootMeanSquaredError()
+    builtin.update_state(y_true, y_pred)
+    assert np.isinf(float(builtin.result()))
+    assert np.isinf(rmse_of((y_true, y_pred)))

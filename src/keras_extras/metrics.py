@@ -102,9 +102,18 @@ def _two_sum(a: Any, b: Any) -> tuple[Any, Any]:
     """`a + b` as the float sum and its exact rounding error (Knuth's TwoSum)."""
     s = a + b
     b_virtual = s - a
-    error = (a - (s - b_virtual)) + (b - b_virtual)
+    return s, _finite_error(s, (a - (s - b_virtual)) + (b - b_virtual))
+
+
+def _fast_two_sum(a: Any, b: Any) -> tuple[Any, Any]:
+    """TwoSum for `|a| >= |b|` (Dekker), three operations instead of six."""
+    s = a + b
+    return s, _finite_error(s, b - (s - a))
+
+
+def _finite_error(s: Any, error: Any) -> Any:
     # inf - inf would turn an overflowing sum into NaN; inf is the honest answer.
-    return s, ops.where(ops.isfinite(s), error, ops.zeros_like(error))
+    return ops.where(ops.isfinite(s), error, ops.zeros_like(error))
 
 
 @export
@@ -225,17 +234,20 @@ class RootMeanSquaredError(keras.metrics.Metric):
             per_sample = ops.where(valid, per_sample, ops.full_like(per_sample, np.nan))
 
         if sample_weight is None:
-            batch = ops.stack([ops.sum(per_sample), ops.sum(ops.ones_like(per_sample))])
+            count = ops.convert_to_tensor(ops.shape(per_sample)[0], dtype=self.dtype)
+            batch = ops.stack([ops.sum(per_sample), count])
         else:
             weight = self._per_sample_weight(sample_weight, per_sample)
             batch = ops.stack([ops.sum(per_sample * weight), ops.sum(weight)])
 
         self._add(batch)
 
-    def _add(self, hi: Any, lo: Any = 0.0) -> None:
+    def _add(self, hi: Any, lo: Any = None) -> None:
         """Adds the pair `hi + lo` to the state, keeping its rounding error in `lo`."""
         hi, error = _two_sum(self.hi.value, hi)
-        hi, lo = _two_sum(hi, self.lo.value + (lo + error))
+        low = self.lo.value + error if lo is None else self.lo.value + (lo + error)
+        # Both sums only grow, so the new high part dominates the low one.
+        hi, lo = _fast_two_sum(hi, low)
         self.hi.assign(hi)
         self.lo.assign(lo)
 
