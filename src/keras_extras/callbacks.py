@@ -170,7 +170,7 @@ class LossHistory(keras.callbacks.Callback):
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     >>> model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
     >>> history = keras_extras.LossHistory()
-    >>> _ = model.fit(x, y, batch_size=25, epochs=2, verbose=0,
+    >>> _ = model.fit(x, y, batch_size=25, epochs=2, shuffle=False, verbose=0,
     ...               callbacks=[history])
     >>> history.batches["step"], history.epochs["epoch"]
     ([1, 2, 3, 4, 5, 6, 7, 8], [0, 1])
@@ -322,7 +322,7 @@ class LossHistory(keras.callbacks.Callback):
         writer.writerow(["table", *_INDEX_COLUMNS, *names])
         for table_name, table in tables.items():
             for i in range(len(table["epoch"])):
-                values = [table.get(n, [math.nan] * (i + 1))[i] for n in names]
+                values = [table[n][i] if n in table else math.nan for n in names]
                 index = [table_name, table["epoch"][i], table["step"][i]]
                 writer.writerow(index + [repr(v) for v in values])
         _plotting.atomic_write(os.fspath(path), text.getvalue().encode("utf-8"))
