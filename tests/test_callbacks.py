@@ -32,7 +32,7 @@ from sklearn.datasets import load_digits
 import keras_extras
 from keras_extras import _plotting
 from keras_extras import callbacks as callbacks_module
-from tests.harness import BACKEND, assert_config_roundtrip, run_in_fresh_process
+from tests.harness import assert_config_roundtrip, run_in_fresh_process
 
 TRAIN = 1500  # 23 batches of 64 and a short last one of 28
 BATCH = 64
@@ -430,8 +430,8 @@ def test_snapshot_pattern_keeps_one_file_per_epoch(plotted):
     assert png_files(folder) == [
         "plot_at_epoch_1.png", "plot_at_epoch_2.png", "plot_at_epoch_3.png", "training.png",
     ]
-    for epoch in (1, 2, 3):
-        assert (folder / f"plot_at_epoch_{epoch}.png").read_bytes() == watcher.versions[epoch - 1][1]
+    for epoch, (_, data) in enumerate(watcher.versions, start=1):
+        assert (folder / f"plot_at_epoch_{epoch}.png").read_bytes() == data
     assert [f for f in os.listdir(folder) if f.startswith(".")] == []
 
 
@@ -644,6 +644,16 @@ def test_drawing_errors_warn_once_and_training_goes_on(trained, tmp_path, monkey
     assert len([w for w in caught if "TrainingPlotter" in str(w.message)]) == 1
     assert plotter.history.epochs["epoch"] == [0, 1, 2]
     assert png_files(tmp_path) == []
+
+
+def test_a_child_that_cannot_start_is_reported_with_its_message(trained, tmp_path, monkeypatch):
+    model, x, y, _ = trained
+    broken = "import sys; sys.stderr.write('no matplotlib here'); sys.exit(3)"
+    monkeypatch.setattr(_plotting, "child_command", lambda: [sys.executable, "-c", broken])
+    plotter = keras_extras.TrainingPlotter(tmp_path)
+    with pytest.warns(RuntimeWarning, match="(?s)exit code 3.*no matplotlib here"):
+        model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[plotter])
+    assert plotter.history.epochs["epoch"] == [0]
 
 
 def test_inline_display_updates_in_place(trained, tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ PUBLIC = [getattr(keras_extras, name) for name in keras_extras.__all__]
 CLASSES = sorted({obj for obj in PUBLIC if inspect.isclass(obj)}, key=lambda c: c.__name__)
 
 # Constructor arguments for the objects that cannot be built without any.
-REQUIRED_ARGS: dict[str, dict] = {}
+REQUIRED_ARGS: dict[str, dict] = {"TrainingPlotter": {"directory": "plots"}}
 
 
 def test_all_names_resolve_and_are_sorted():

@@ -12,6 +12,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 import warnings
@@ -412,15 +413,21 @@ class _DrawingProcess:
 
     def __init__(self) -> None:
         self._process: subprocess.Popen | None = None
+        self._stderr: Any = None
 
     def start(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            self._process = subprocess.Popen(
-                _plotting.child_command(),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            )
+        if self._process is not None and self._process.poll() is None:
+            return
+        self._discard()
+        # A file, not a pipe: nobody has to drain it, and a crash's message can
+        # be read back.
+        self._stderr = tempfile.TemporaryFile()
+        self._process = subprocess.Popen(
+            _plotting.child_command(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+        )
 
     def run(self, job: dict[str, Any]) -> bytes | None:
         self.start()
@@ -432,28 +439,40 @@ class _DrawingProcess:
         except (OSError, EOFError, pickle.UnpicklingError) as error:
             process.kill()
             code = process.wait()
-            self._process = None
+            self._stderr.seek(0)
+            said = self._stderr.read().decode("utf-8", "replace").strip()[-2000:]
+            self._discard()
             raise RuntimeError(
                 f"the drawing process stopped (exit code {code}) while writing "
-                f"{[path for path, _ in job['targets']]}"
+                f"{[path for path, _ in job['targets']]}" + (f":\n{said}" if said else "")
             ) from error
         if reply["error"]:
             raise RuntimeError(f"drawing failed in the drawing process:\n{reply['error']}")
         return reply["png"]
 
     def close(self) -> None:
+        if self._process is not None:
+            # Closing its stdin ends the child once its current job is written.
+            with contextlib.suppress(OSError):
+                self._process.stdin.close()
+            try:
+                self._process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        self._discard()
+
+    def _discard(self) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        # Closing its stdin ends the child once its current job is written.
-        with contextlib.suppress(OSError):
-            process.stdin.close()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
             process.wait()
-        process.stdout.close()
+            for stream in (process.stdin, process.stdout):
+                with contextlib.suppress(OSError):
+                    stream.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
 
 
 @export
