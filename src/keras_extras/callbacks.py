@@ -135,11 +135,12 @@ class LossHistory(keras.callbacks.Callback):
     * **`steps_per_execution = n > 1`.** Keras then calls back once per `n`
       steps. One point is then the mean over those `n` batches, weighted by
       their sample counts, at the `step` of the last of them; the epoch's last
-      point covers the steps left over.
+      point covers the steps left over (`n` of them when Keras does not know
+      the epoch's length).
     * **Metrics that are not running means** (Precision, AUC, F1, ...) have no
       per-batch value recoverable from the logs: their `batches` column is NaN
       and `running` keeps what Keras logged. So is every log key that is not
-      one of the model's metrics (e.g. from a custom `train_step`). Metrics
+      one of the model's metrics (e.g. one a custom `train_step` adds). Metrics
       given as `weighted_metrics` are recovered by sample count, which is
       exact only when each batch's weight sum is proportional to its size
       (`loss` is always exact: Keras weights its tracker by batch size).
@@ -422,11 +423,15 @@ class _DrawingProcess:
         # A file, not a pipe: nobody has to drain it, and a crash's message can
         # be read back.
         self._stderr = tempfile.TemporaryFile()
+        # The child never selects a backend: a notebook's MPLBACKEND, which
+        # matplotlib validates on import, is of no use to it.
+        env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
         self._process = subprocess.Popen(
             _plotting.child_command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
+            env=env,
         )
 
     def run(self, job: dict[str, Any]) -> bytes | None:
@@ -492,9 +497,10 @@ class TrainingPlotter(keras.callbacks.Callback):
       100 dpi: `figsize` times 100 pixels.
     * **Atomic writes.** Each file is rendered in memory, written to a
       temporary file in the same folder, then moved over the old one with
-      `os.replace`. A crash at any point leaves the previous plot intact.
+      `os.replace`. A crash at any point leaves the previous plot intact (a
+      hard crash may leave a hidden `.<name>.*.tmp` file beside it).
     * **Off the training process.** Drawing a figure holds Python's GIL for
-      0.1 to 0.5 s, which would stall training steps if done in a thread. The
+      0.1 s or more, which would stall training steps if done in a thread. The
       plotter therefore draws in a child process, started at `on_train_begin`
       with a lower CPU priority and ended at `on_train_end`; the training
       thread only copies the history's columns at the end of an epoch. The
