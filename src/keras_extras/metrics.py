@@ -143,6 +143,7 @@ class RootMeanSquaredError(keras.metrics.Metric):
             label makes the result NaN instead of being dropped silently.
 
     Example:
+
     >>> import keras_extras
     >>> m = keras_extras.RMSE()
     >>> m.update_state([[0.0, 1.0], [0.0, 0.0]], [[1.0, 1.0], [0.0, 0.0]])
