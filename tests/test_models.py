@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import keras
 import numpy as np
@@ -31,28 +32,32 @@ from tests.harness import (
 # --- 1. The step itself --------------------------------------------------------------
 
 
-def test_default_step_matches_keras_model():
+def test_default_step_matches_keras_model_without_warnings():
     model = compile_classifier(classifier())
     reference = compile_classifier(twin(model))
     fit = dict(batch_size=64, epochs=2, shuffle=False, validation_data=(X_VAL, Y_VAL), verbose=0)
-    history = model.fit(X, Y, **fit)
+    with warnings_as_errors():
+        history = model.fit(X, Y, **fit)
+        model.evaluate(X_VAL, Y_VAL, verbose=0)
+        model.predict(X_VAL, verbose=0)
     reference_history = reference.fit(X, Y, **fit)
     assert sorted(history.history) == ["accuracy", "loss", "val_accuracy", "val_loss"]
     assert_same_training(model, history, reference, reference_history)
-
-
-def test_step_emits_no_warnings():
-    model = compile_classifier(classifier())
-    with warnings_as_errors():
-        model.fit(X, Y, batch_size=64, epochs=1, validation_data=(X_VAL, Y_VAL), verbose=0)
-        model.evaluate(X_VAL, Y_VAL, verbose=0)
-        model.predict(X_VAL, verbose=0)
 
 
 def test_three_ways_to_build():
     functional = classifier()
     assert type(functional).__name__ == "CustomModel"
     assert isinstance(functional, keras_extras.CustomModel)
+    # It is saved under CustomModel's name, which loads as CustomModel.
+    name = keras.saving.get_registered_name(type(functional))
+    assert name == "keras_extras>CustomModel"
+    assert keras.saving.get_registered_object(name) is keras_extras.CustomModel
+    unpickled = pickle.loads(pickle.dumps(functional))
+    assert type(unpickled) is type(functional)
+    np.testing.assert_allclose(
+        unpickled.predict(X_VAL, verbose=0), functional.predict(X_VAL, verbose=0)
+    )
 
     # After a functional CustomModel, a subclass with its own __init__ still
     # builds: Keras would have rewritten CustomModel's bases for good.
@@ -320,22 +325,8 @@ def test_nan_loss_shows_in_logs_and_stops_with_terminate_on_nan():
     assert len(history.history["loss"]) == 1 and math.isnan(history.history["loss"][0])
 
 
-# --- Docs and registration ------------------------------------------------------------------
+# --- Docs ------------------------------------------------------------------------------
 
 
 def test_docstring_examples_run():
     assert_doctests_pass(keras_extras.models)
-
-
-def test_keras_file_keeps_the_class_and_compile_config(tmp_path):
-    model = compile_classifier(classifier(extras=False))
-    model.fit(X[:64], Y[:64], verbose=0)
-    path = tmp_path / "model.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded) is type(model)
-    assert keras.saving.get_registered_name(type(loaded)) == "keras_extras>CustomModel"
-    assert loaded.get_compile_config() == model.get_compile_config()
-    np.testing.assert_allclose(
-        loaded.predict(X_VAL, verbose=0), model.predict(X_VAL, verbose=0), rtol=1e-6
-    )

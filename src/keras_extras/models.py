@@ -32,11 +32,20 @@ def _functional_variant(cls: type) -> type:
     functional `CustomModel`, every later `class M(CustomModel)` with its own
     `__init__` would then fail. A separate class that inherits from both
     leaves `CustomModel` as it is. It carries the name and the registered
-    name of `cls`, so that summaries, `get_config` and `.keras` files show
-    `cls`, and loading gives the same kind of model back.
+    name of `cls`, so that summaries, `get_config`, `.keras` files and
+    pickles show `cls`, and loading gives the same kind of model back.
     """
     if cls not in _FUNCTIONAL_VARIANTS:
-        variant = type(cls.__name__, (cls, Functional), {"__module__": cls.__module__})
+
+        def __reduce__(self: Any) -> tuple:
+            # Pickle finds a class by its name, which is `cls`'s: unpickle through `cls`.
+            return cls._unpickle_model, keras.Model.__reduce__(self)[1]
+
+        variant = type(
+            cls.__name__,
+            (cls, Functional),
+            {"__module__": cls.__module__, "__reduce__": __reduce__},
+        )
         variant.__qualname__ = cls.__qualname__
         registered = keras.saving.get_registered_name(cls)
         if ">" in registered:
@@ -96,8 +105,8 @@ class CustomModel(keras.Model):
 
     **Hooks.** Override any of these; each runs on every backend, with
     `jit_compile` on or off. On JAX they run inside the step's stateless
-    scope, so they may read any variable and update metrics or seed
-    generators.
+    scope, so they read the current values of the model's variables and
+    may update metrics and seed generators.
 
     * `compute_loss(x, y, y_pred, sample_weight, training)`: the loss, for
       self-supervised or generative models whose targets come from `x`
@@ -121,8 +130,9 @@ class CustomModel(keras.Model):
     in the old style: `self.compiled_loss(y, y_pred)` returns the total
     loss and records it in the loss tracker, and
     `self.compiled_metrics.update_state(y, y_pred)` updates the compiled
-    metrics, without deprecation warnings. On `keras.Model` this idiom
-    reports the mean prediction as the loss.
+    metrics, without deprecation warnings. `keras.Model` has this idiom on
+    TensorFlow only, where it warns and reports the mean prediction as the
+    loss.
 
     Args:
         *args: As for `keras.Model`: `inputs` and `outputs` for a functional
@@ -471,17 +481,10 @@ class CustomModel(keras.Model):
                 losses.append(loss)
         if regularization_losses is None:
             regularization_losses = self.losses
-        replicas = _steps.replicas_in_sync()
         for loss in regularization_losses:
-            loss = ops.convert_to_tensor(loss)
-            if not keras.backend.is_float_dtype(loss.dtype):
-                loss = ops.cast(loss, keras.backend.floatx())
-            loss = ops.sum(loss)
-            # Keras losses divide by the replicas (the gradients are summed
-            # over them); regularisation must too, or it counts N times.
-            if replicas > 1:
-                loss = ops.multiply(loss, ops.cast(1.0 / replicas, loss.dtype))
-            losses.append(loss)
+            # Keras's own: a sum, divided by the replicas under tf.distribute as
+            # Keras losses are, so that the summed gradients count it once.
+            losses.append(self._aggregate_additional_loss(ops.convert_to_tensor(loss)))
         if not losses:
             raise ValueError(
                 f"Model {self.name!r} has no loss to compute: pass `loss` to "
