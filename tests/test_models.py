@@ -61,17 +61,18 @@ def test_three_ways_to_build():
 
     # After a functional CustomModel, a subclass with its own __init__ still
     # builds: Keras would have rewritten CustomModel's bases for good.
+    # Two positional arguments, as a functional model has: still a subclass.
     class Net(keras_extras.CustomModel):
-        def __init__(self, **kwargs):
+        def __init__(self, hidden, classes, **kwargs):
             super().__init__(**kwargs)
-            self.hidden = keras.layers.Dense(16, activation="relu")
-            self.out = keras.layers.Dense(10, activation="softmax")
+            self.hidden = keras.layers.Dense(hidden, activation="relu")
+            self.out = keras.layers.Dense(classes, activation="softmax")
 
         def call(self, x):
             return self.out(self.hidden(x))
 
     keras.utils.set_random_seed(0)
-    net = compile_classifier(Net())
+    net = compile_classifier(Net(16, 10))
     reference = keras.Sequential(
         [
             keras.Input((64,)),

@@ -30,8 +30,8 @@ def _functional_variant(cls: type) -> type:
     Keras builds `SubclassOfModel(inputs, outputs)` by rewriting the
     `__bases__` of the subclass and of all its parents, for good. After one
     functional `CustomModel`, every later `class M(CustomModel)` with its own
-    `__init__` would then fail. A separate class that inherits from both
-    leaves `CustomModel` as it is. It carries the name and the registered
+    `__init__` would then fail. Giving the instance a separate class that
+    inherits from both leaves `CustomModel` as it is. It carries the name and the registered
     name of `cls`, so that summaries, `get_config`, `.keras` files and
     pickles show `cls`, and loading gives the same kind of model back.
     """
@@ -188,11 +188,14 @@ class CustomModel(keras.Model):
     # True while the step runs `compute_loss`; the step records the loss itself.
     _step_records_loss = False
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> CustomModel:
-        """Makes `CustomModel(inputs, outputs)` an instance of its functional variant."""
-        if _functional_arguments(args, kwargs) and not issubclass(cls, Functional):
-            cls = _functional_variant(cls)
-        return super().__new__(cls, *args, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if _functional_arguments(args, kwargs) and not isinstance(self, Functional):
+            # Where keras.Model would rewrite the bases of this class and its
+            # parents, only this instance becomes functional.
+            self.__class__ = _functional_variant(type(self))
+            Functional.__init__(self, *args, **kwargs)
+        else:
+            super().__init__(*args, **kwargs)
 
     def train_step(self, *args: Any) -> Any:
         """Runs one training step on the current backend.
