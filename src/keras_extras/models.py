@@ -172,6 +172,11 @@ class CustomModel(keras.Model):
     `loss.backward()` and `self.optimizer.apply`):
 
     ```python
+    import tensorflow as tf
+
+    import keras_extras
+
+
     class Classic(keras_extras.CustomModel):
         def train_step(self, data):
             x, y = data

@@ -1,10 +1,10 @@
 """CustomModel's training and test steps: the one dispatch point to the backends.
 
 Each backend has one small module here (`tensorflow`, `jax`, `torch`) with the
-same four functions: `train_step`, `test_step`, `replicas_in_sync` and nothing
-else backend-specific. It is imported on first use, so importing keras_extras
-never imports a backend. The helpers below hold everything the three steps
-share, so that the hooks behave the same on every backend.
+same three functions, `train_step`, `test_step` and `replicas_in_sync`, and
+nothing else. It is imported on first use, so importing keras_extras never
+imports a backend. The helpers below hold what the three steps share, so that
+the loss is recorded alike on every backend.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import keras
 from keras import ops
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax", "torch")
-
 
 _LOADED: dict[str, types.ModuleType] = {}
 
