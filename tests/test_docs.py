@@ -133,7 +133,9 @@ def page_blocks(path: Path) -> list[Block]:
     return [b for b in blocks if b.language in RUN_LANGUAGES]
 
 
-PAGES = sorted(p for p in DOCS.rglob("*") if p.suffix in (".rst", ".md") and "_build" not in p.parts)
+PAGES = sorted(
+    p for p in DOCS.rglob("*") if p.suffix in (".rst", ".md") and "_build" not in p.parts
+)
 PAGES.append(ROOT / "README.md")
 BLOCKS = [block for page in PAGES for block in page_blocks(page)]
 
