@@ -78,9 +78,11 @@ _MD_MARK = re.compile(r"^\s*<!-- (\w+): (.+) -->\s*$")
 def rst_blocks(path: Path) -> list[Block]:
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks = []
-    for i, line in enumerate(lines):
-        match = _RST_DIRECTIVE.match(line)
+    i = 0
+    while i < len(lines):
+        match = _RST_DIRECTIVE.match(lines[i])
         if not match:
+            i += 1
             continue
         indent = len(match.group(1))
         j = i + 1
@@ -102,6 +104,7 @@ def rst_blocks(path: Path) -> list[Block]:
                 _marks_above(lines, i, _RST_MARK),
             )
         )
+        i = j  # a directive inside this block's body is text, not a block
     return blocks
 
 
@@ -196,7 +199,7 @@ _pages: dict[Path, _Page] = {}
 def test_doc_example_runs(block, tmp_path_factory, monkeypatch):
     reason = skip_reason(block)
     if reason:
-        pytest.skip(reason)
+        pytest.skip(f"{block.where}: {reason}")
     blocks = page_blocks(block.path)
     index = next(i for i, b in enumerate(blocks) if b.line == block.line)
     page = _pages.get(block.path)
@@ -251,12 +254,14 @@ def test_rst_parser_reads_marks_and_lines(tmp_path):
     page.write_text(
         "Title\n=====\n\n.. backend: jax, torch\n.. requires: numpy\n"
         ".. code-block:: python\n   :caption: x\n\n   a = 1\n   b = a + 1\n\nText.\n\n"
-        ".. code-block:: console\n\n   $ make docs\n"
+        ".. code-block:: console\n\n   $ make docs\n\n"
+        ".. code-block:: rst\n\n   .. code-block:: python\n\n      shown = True\n"
     )
     blocks = rst_blocks(page)
     assert [(b.language, b.line, b.code) for b in blocks] == [
         ("python", 9, "a = 1\nb = a + 1\n"),
         ("console", 16, "$ make docs\n"),
+        ("rst", 20, ".. code-block:: python\n\n   shown = True\n"),
     ]
     assert blocks[0].marks == {"backend": "jax, torch", "requires": "numpy"}
 
