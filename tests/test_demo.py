@@ -25,7 +25,10 @@ def run_demo(*args: str, env_backend: str = BACKEND) -> subprocess.CompletedProc
         os.environ,
         KERAS_BACKEND=env_backend,
         TF_CPP_MIN_LOG_LEVEL="3",
-        PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        # The child imports the keras_extras that this process tests.
+        PYTHONPATH=os.pathsep.join(
+            [str(Path(keras_extras.__file__).parent.parent), os.environ.get("PYTHONPATH", "")]
+        ),
     )
     return subprocess.run(
         [sys.executable, "-m", "keras_extras", "demo", *args],

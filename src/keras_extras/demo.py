@@ -1,10 +1,11 @@
 """`keras-extras demo`: the package's components training a digits classifier.
 
 The demo trains a small classifier on scikit-learn's digits (or on MNIST, from a
-local `mnist.npz`), with the `RMSE` and accuracy metrics, EarlyStopping,
-ModelCheckpoint and TensorBoard, prints a table of train, validation and test
-results, then reloads the checkpoint and checks that its predictions equal the
-in-memory model's. Everything it writes goes under `--out`.
+local `mnist.npz`): a `CustomModel` with a `ScheduledDropout` layer, the `RMSE` and
+accuracy metrics, and EarlyStopping, ModelCheckpoint, TensorBoard and a
+`TrainingPlotter`. It prints a table of train, validation and test results, then
+reloads the checkpoint and checks that its predictions equal the in-memory model's.
+Everything it writes goes under `--out`.
 
 Keras reads its backend once, when it is first imported, and `import keras_extras`
 imports it. So when `--backend` names another backend than the one loaded, the
@@ -58,17 +59,25 @@ def add_parser(subparsers: Any) -> None:
         f"now {keras.backend.backend()})",
     )
     parser.add_argument(
-        "--epochs", type=_positive_int, default=20, help="most epochs to train (default: 20)"
+        "--epochs",
+        type=_positive_int,
+        default=15,
+        metavar="N",
+        help="most epochs to train (default: 15)",
     )
     parser.add_argument(
         "--data",
         type=Path,
+        metavar="PATH",
         help="an mnist.npz as keras.datasets.mnist saves it (default: scikit-learn's digits)",
     )
-    parser.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--seed", type=_seed, default=0, metavar="N", help="random seed (default: 0)"
+    )
     parser.add_argument(
         "--out",
         type=Path,
+        metavar="DIR",
         default=Path("keras-extras-demo"),
         help="folder for everything the demo writes (default: ./keras-extras-demo/)",
     )
@@ -110,6 +119,11 @@ def main(args: argparse.Namespace, argv: list[str]) -> int:
     if args.backend != keras.backend.backend():
         return _rerun_with_backend(args.backend, argv)
     try:
+        plots = hasattr(keras_extras, "TrainingPlotter")
+        if plots and importlib.util.find_spec("matplotlib") is None:
+            raise ImportError(
+                "the training plot needs matplotlib: pip install 'keras-extras[demo]'"
+            )
         data = load_data(args.data, args.seed)
         out = _writable_folder(args.out)
     except UsageError as error:
@@ -289,7 +303,7 @@ def build_model(num_features: int, seed: int) -> keras.Model:
     return model
 
 
-def _callbacks(out: Path) -> tuple[list[keras.callbacks.Callback], list[str]]:
+def _callbacks(out: Path) -> tuple[list[keras.callbacks.Callback], Any, list[str]]:
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=3, restore_best_weights=True
@@ -307,11 +321,13 @@ def _callbacks(out: Path) -> tuple[list[keras.callbacks.Callback], list[str]]:
             "TensorBoard logs skipped: they need the tensorflow and tensorboard packages"
         )
     # TODO(lead): LossHistory and TrainingPlotter (issue 3) are always used once merged.
+    plotter = None
     if hasattr(keras_extras, "TrainingPlotter"):
-        callbacks.append(keras_extras.TrainingPlotter(out))
+        plotter = keras_extras.TrainingPlotter(out)
+        callbacks.append(plotter)
     else:
         notes.append("training plot skipped: this keras_extras has no TrainingPlotter")
-    return callbacks, notes
+    return callbacks, plotter, notes
 
 
 def run(
@@ -336,19 +352,18 @@ def run(
         f"backend: {len(x_train)} training images of {x_train.shape[1]} pixels"
     )
     model = build_model(x_train.shape[1], seed)
-    callbacks, notes = _callbacks(out)
+    callbacks, plotter, notes = _callbacks(out)
     history = model.fit(
         x_train,
         y_train,
-        batch_size=64,
+        batch_size=128,
         epochs=epochs,
         validation_data=validation,
         callbacks=callbacks,
         verbose=1,
     )
-    for callback in callbacks:
-        if hasattr(callback, "history") and hasattr(callback.history, "to_csv"):
-            callback.history.to_csv(out / "history.csv")
+    if plotter is not None:
+        plotter.history.to_csv(out / "history.csv")
 
     results = {
         split: model.evaluate(x, y, batch_size=256, verbose=0, return_dict=True)
