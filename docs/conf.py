@@ -125,17 +125,22 @@ for _name, (_url, _objects) in INVENTORIES.items():
     intersphinx_mapping[_name] = (_url, str(_path))
 
 # --- Keras-style docstrings -----------------------------------------------------------
-# Docstrings here follow Keras's own style, with Markdown ``` fences for code that is
-# not a doctest; reStructuredText needs a code-block directive instead.
+# Docstrings here follow Keras's own style: `x` is code, and code that is not a doctest
+# sits in Markdown ``` fences. reStructuredText needs a code-block directive for a
+# fence. And napoleon splits "Returns:" and "Raises:" entries at their first colon
+# unless it is inside ``double`` backticks, so single-backtick code is doubled.
 _FENCE = re.compile(r"^(\s*)```\s*(\w*)\s*$")
+_CODE = re.compile(r"(?<![`:\w])`([^`]+)`(?![`_])")
 
 
-def fences_to_code_blocks(lines: list[str]) -> list[str]:
-    """Rewrites Markdown code fences in docstring lines as `code-block` directives."""
+def keras_style_to_rst(lines: list[str]) -> list[str]:
+    """Rewrites code fences as `code-block` directives and `code` as ``code``."""
     out: list[str] = []
     fence_indent = None
+    in_doctest = False  # a doctest block runs from a ">>>" line to the next blank line
     for line in lines:
         match = _FENCE.match(line)
+        in_doctest = bool(line.strip()) and (in_doctest or line.lstrip().startswith(">>>"))
         if fence_indent is None and match:
             fence_indent = match.group(1)
             out += [f"{fence_indent}.. code-block:: {match.group(2) or 'text'}", ""]
@@ -144,13 +149,15 @@ def fences_to_code_blocks(lines: list[str]) -> list[str]:
             out.append("")
         elif fence_indent is not None:
             out.append(f"{fence_indent}   {line}" if line.strip() else "")
-        else:
+        elif in_doctest:
             out.append(line)
+        else:
+            out.append(_CODE.sub(r"``\1``", line))
     return out
 
 
 def _process_docstring(app, what, name, obj, options, lines):
-    lines[:] = fences_to_code_blocks(lines)
+    lines[:] = keras_style_to_rst(lines)
 
 
 def setup(app):

@@ -356,3 +356,34 @@ def test_docstring_code_fences_are_valid_python(where, code):
     # A ```python fence shows usage inside a larger program (a `model` it does not
     # build), so it cannot run alone; it must at least be valid Python.
     ast.parse(code, filename=where)
+
+
+def test_conf_rewrites_keras_style_docstrings():
+    spec = importlib.util.spec_from_file_location("docs_conf", DOCS / "conf.py")
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    lines = [
+        "Uses `a: b` and :class:`Foo` and `a link <https://keras.io>`_.",
+        "",
+        '>>> print("`x`")',
+        "`x`",
+        "",
+        "```python",
+        "y = `kept`",
+        "```",
+        "Returns:",
+        '    `{"loss": 0.5}`, a dict.',
+    ]
+    assert conf.keras_style_to_rst(lines) == [
+        "Uses ``a: b`` and :class:`Foo` and `a link <https://keras.io>`_.",
+        "",
+        '>>> print("`x`")',
+        "`x`",
+        "",
+        ".. code-block:: python",
+        "",
+        "   y = `kept`",
+        "",
+        "Returns:",
+        '    ``{"loss": 0.5}``, a dict.',
+    ]
