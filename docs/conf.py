@@ -39,7 +39,6 @@ root_doc = "index"
 exclude_patterns = ["_build"]
 # Docstrings follow Keras's convention: `x` is code, as in Markdown.
 default_role = "code"
-pygments_style = "sphinx"
 
 html_theme = "furo"
 html_title = f"keras_extras {release}"
