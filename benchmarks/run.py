@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ def run_device(device: str, backend: str | None, quick: bool, out: Path) -> int:
         "schema": SCHEMA,
         "quick": quick,
         "complete": False,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine.describe(device),
         "settings": {
             "repeats": settings.repeats,

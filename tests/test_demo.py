@@ -43,8 +43,9 @@ def test_demo_end_to_end(tmp_path):
     out = tmp_path / "out"
     # Start under another backend, so that --backend has to take effect.
     other = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}[BACKEND]
-    proc = run_demo("--backend", BACKEND, "--epochs", "2", "--seed", "3", "--out", str(out),
-                    env_backend=other)
+    proc = run_demo(
+        "--backend", BACKEND, "--epochs", "2", "--seed", "3", "--out", str(out), env_backend=other
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Epoch 2/2" in proc.stdout  # the progress bar
     assert "its predictions equal the trained model's" in proc.stdout
@@ -55,12 +56,11 @@ def test_demo_end_to_end(tmp_path):
     assert report["checkpoint_predictions_match"] is True
     assert list((out / "logs" / "train").glob("events.out.tfevents.*"))
     assert list((out / "logs" / "validation").glob("events.out.tfevents.*"))
-    if hasattr(keras_extras, "TrainingPlotter"):
-        from PIL import Image
+    from PIL import Image
 
-        with Image.open(out / "training.png") as image:
-            assert image.format == "PNG"
-            assert np.asarray(image.convert("L")).std() > 0
+    with Image.open(out / "training.png") as image:
+        assert image.format == "PNG"
+        assert np.asarray(image.convert("L")).std() > 0
 
     # The printed table is the checkpoint's performance, recomputed here with NumPy.
     header, *rows = proc.stdout.split("\nsplit")[1].strip().splitlines()[:4]
@@ -75,14 +75,11 @@ def test_demo_end_to_end(tmp_path):
         np.testing.assert_allclose(
             float(loss), -np.log(probs[np.arange(len(y)), y]).mean(), atol=1e-4
         )
-        np.testing.assert_allclose(
-            float(accuracy), (probs.argmax(axis=1) == y).mean(), atol=1e-4
-        )
+        np.testing.assert_allclose(float(accuracy), (probs.argmax(axis=1) == y).mean(), atol=1e-4)
         np.testing.assert_allclose(
             float(rmse), np.sqrt(np.mean((probs - np.eye(10)[y]) ** 2)), atol=1e-4
         )
-        np.testing.assert_allclose(report["results"][split]["accuracy"], float(accuracy),
-                                   atol=1e-4)
+        np.testing.assert_allclose(report["results"][split]["accuracy"], float(accuracy), atol=1e-4)
 
 
 @pytest.mark.backends("tensorflow", reason="the MNIST path is backend-neutral; one run suffices")
@@ -93,8 +90,13 @@ def test_demo_on_a_local_mnist_file(tmp_path):
     images = rng.integers(0, 40, (700, 28, 28)).astype("uint8")
     for i, label in enumerate(labels):
         images[i, 2 * label : 2 * label + 6, 4:24] = 255
-    np.savez(tmp_path / "mnist.npz", x_train=images[:600], y_train=labels[:600],
-             x_test=images[600:], y_test=labels[600:])
+    np.savez(
+        tmp_path / "mnist.npz",
+        x_train=images[:600],
+        y_train=labels[:600],
+        x_test=images[600:],
+        y_test=labels[600:],
+    )
     out = tmp_path / "out"
     proc = run_demo("--data", str(tmp_path / "mnist.npz"), "--epochs", "2", "--out", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -106,16 +108,24 @@ def test_demo_on_a_local_mnist_file(tmp_path):
 def test_load_data_splits_digits_and_mnist(tmp_path):
     digits = demo.load_data(None, seed=0)
     assert {split: len(y) for split, (_, y) in digits.items()} == {
-        "train": 1149, "validation": 288, "test": 360
+        "train": 1149,
+        "validation": 288,
+        "test": 360,
     }
     assert digits["train"][0].shape[1] == 64 and digits["train"][0].max() == 1.0
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "m.npz", x_train=rng.integers(0, 256, (50, 28, 28), dtype="uint8"),
-             y_train=rng.integers(0, 10, 50), x_test=np.zeros((7, 28, 28), "uint8"),
-             y_test=np.arange(7))
+    np.savez(
+        tmp_path / "m.npz",
+        x_train=rng.integers(0, 256, (50, 28, 28), dtype="uint8"),
+        y_train=rng.integers(0, 10, 50),
+        x_test=np.zeros((7, 28, 28), "uint8"),
+        y_test=np.arange(7),
+    )
     mnist = demo.load_data(tmp_path / "m.npz", seed=0)
     assert {split: x.shape for split, (x, _) in mnist.items()} == {
-        "train": (45, 784), "validation": (5, 784), "test": (7, 784)
+        "train": (45, 784),
+        "validation": (5, 784),
+        "test": (7, 784),
     }
     train_and_val = np.concatenate([mnist["train"][0], mnist["validation"][0]])
     assert train_and_val.max() <= 1.0 and len(np.unique(train_and_val, axis=0)) == 50
@@ -126,12 +136,27 @@ def _bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
     (folder / "text.npz").write_text("not an archive")
     np.save(folder / "single.npy", zeros)
     np.savez(folder / "wrong_keys.npz", images=zeros)
-    np.savez(folder / "flat.npz", x_train=zeros.reshape(4, -1), y_train=np.arange(4),
-             x_test=zeros, y_test=np.arange(4))
-    np.savez(folder / "short_labels.npz", x_train=zeros, y_train=np.arange(3),
-             x_test=zeros, y_test=np.arange(4))
-    np.savez(folder / "label_10.npz", x_train=zeros, y_train=np.array([0, 1, 2, 10]),
-             x_test=zeros, y_test=np.arange(4))
+    np.savez(
+        folder / "flat.npz",
+        x_train=zeros.reshape(4, -1),
+        y_train=np.arange(4),
+        x_test=zeros,
+        y_test=np.arange(4),
+    )
+    np.savez(
+        folder / "short_labels.npz",
+        x_train=zeros,
+        y_train=np.arange(3),
+        x_test=zeros,
+        y_test=np.arange(4),
+    )
+    np.savez(
+        folder / "label_10.npz",
+        x_train=zeros,
+        y_train=np.array([0, 1, 2, 10]),
+        x_test=zeros,
+        y_test=np.arange(4),
+    )
     zipped = folder / "damaged.npz"
     np.savez(zipped, x_train=zeros, y_train=np.arange(4), x_test=zeros, y_test=np.arange(4))
     content = bytearray(zipped.read_bytes())
@@ -150,8 +175,20 @@ def _bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "folder", "text", "single", "wrong_keys", "flat",
-                                  "short_labels", "label_10", "damaged"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing",
+        "folder",
+        "text",
+        "single",
+        "wrong_keys",
+        "flat",
+        "short_labels",
+        "label_10",
+        "damaged",
+    ],
+)
 def test_bad_data_file_is_one_line_and_exit_2(case, tmp_path, capsys):
     path, expected = _bad_files(tmp_path)[case]
     assert main(["demo", "--data", str(path), "--out", str(tmp_path / "out")]) == 2

@@ -142,9 +142,7 @@ def _error(message: str) -> None:
 def _rerun_with_backend(backend: str, argv: list[str]) -> int:
     module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
     if importlib.util.find_spec(module) is None:
-        _error(
-            f"backend {backend!r} is not installed: pip install 'keras-extras[{backend}]'"
-        )
+        _error(f"backend {backend!r} is not installed: pip install 'keras-extras[{backend}]'")
         return 2
     env = dict(os.environ, KERAS_BACKEND=backend)
     return subprocess.call([sys.executable, "-m", "keras_extras", *argv], env=env)
@@ -205,9 +203,7 @@ def _digits(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         ) from None
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype("float32")
-    x, x_test, y, y_test = train_test_split(
-        x, y, test_size=0.2, random_state=seed, stratify=y
-    )
+    x, x_test, y, y_test = train_test_split(x, y, test_size=0.2, random_state=seed, stratify=y)
     x_train, x_val, y_train, y_val = train_test_split(
         x, y, test_size=0.2, random_state=seed, stratify=y
     )
@@ -240,8 +236,10 @@ def _read_mnist(path: Path) -> tuple[np.ndarray, ...]:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise UsageError(f"{where} is damaged or not in .npz format: {error}") from None
     x_train, y_train, x_test, y_test = arrays
-    for x_name, x, y_name, y in (("x_train", x_train, "y_train", y_train),
-                                 ("x_test", x_test, "y_test", y_test)):
+    for x_name, x, y_name, y in (
+        ("x_train", x_train, "y_train", y_train),
+        ("x_test", x_test, "y_test", y_test),
+    ):
         if x.ndim != 3 or x.shape[0] == 0 or not np.issubdtype(x.dtype, np.number):
             raise UsageError(
                 f"{where}: {x_name} must hold images of shape (N, height, width), "
@@ -284,17 +282,9 @@ def build_model(num_features: int, seed: int) -> keras.Model:
     """
     inputs = keras.Input(shape=(num_features,), name="pixels")
     hidden = keras.layers.Dense(64, activation="relu", name="hidden")(inputs)
-    # TODO(lead): ScheduledDropout (issue 5) replaces Dropout once it is merged.
-    if hasattr(keras_extras, "ScheduledDropout"):
-        dropout = keras_extras.ScheduledDropout(0.3, seed=seed, name="dropout")
-    else:
-        dropout = keras.layers.Dropout(0.3, seed=seed, name="dropout")
-    outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="digit")(
-        dropout(hidden)
-    )
-    # TODO(lead): CustomModel (issue 4) replaces keras.Model once it is merged.
-    model_class = getattr(keras_extras, "CustomModel", keras.Model)
-    model = model_class(inputs, outputs, name="digits_classifier")
+    dropout = keras_extras.ScheduledDropout(0.3, seed=seed, name="dropout")
+    outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="digit")(dropout(hidden))
+    model = keras_extras.CustomModel(inputs, outputs, name="digits_classifier")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=1e-2),
         loss="sparse_categorical_crossentropy",
@@ -305,9 +295,7 @@ def build_model(num_features: int, seed: int) -> keras.Model:
 
 def _callbacks(out: Path) -> tuple[list[keras.callbacks.Callback], Any, list[str]]:
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=3, restore_best_weights=True
-        ),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True),
         # Same monitor as EarlyStopping: the file holds the weights it restores.
         keras.callbacks.ModelCheckpoint(
             out / "checkpoint.keras", monitor="val_loss", save_best_only=True
@@ -317,22 +305,13 @@ def _callbacks(out: Path) -> tuple[list[keras.callbacks.Callback], Any, list[str
     if importlib.util.find_spec("tensorflow") and importlib.util.find_spec("tensorboard"):
         callbacks.append(keras.callbacks.TensorBoard(log_dir=out / "logs"))
     else:
-        notes.append(
-            "TensorBoard logs skipped: they need the tensorflow and tensorboard packages"
-        )
-    # TODO(lead): LossHistory and TrainingPlotter (issue 3) are always used once merged.
-    plotter = None
-    if hasattr(keras_extras, "TrainingPlotter"):
-        plotter = keras_extras.TrainingPlotter(out)
-        callbacks.append(plotter)
-    else:
-        notes.append("training plot skipped: this keras_extras has no TrainingPlotter")
+        notes.append("TensorBoard logs skipped: they need the tensorflow and tensorboard packages")
+    plotter = keras_extras.TrainingPlotter(out)
+    callbacks.append(plotter)
     return callbacks, plotter, notes
 
 
-def run(
-    data: dict[str, tuple[np.ndarray, np.ndarray]], out: Path, epochs: int, seed: int
-) -> int:
+def run(data: dict[str, tuple[np.ndarray, np.ndarray]], out: Path, epochs: int, seed: int) -> int:
     """Trains, reports, reloads and checks; see the module docstring.
 
     Args:
@@ -362,8 +341,7 @@ def run(
         callbacks=callbacks,
         verbose=1,
     )
-    if plotter is not None:
-        plotter.history.to_csv(out / "history.csv")
+    plotter.history.to_csv(out / "history.csv")
 
     results = {
         split: model.evaluate(x, y, batch_size=256, verbose=0, return_dict=True)
