@@ -52,13 +52,20 @@ def assert_config_roundtrip(obj: Any) -> Any:
     return clone
 
 
-def run_in_fresh_process(code: str, timeout: float = 300) -> str:
+def run_in_fresh_process(
+    code: str, timeout: float = 300, env: dict[str, str | None] | None = None
+) -> str:
     """Runs `code` in a new Python process on the current backend; returns its stdout.
 
     The process does not inherit this one's imports or registrations, so it shows what
-    a user gets after a plain `import keras_extras`.
+    a user gets after a plain `import keras_extras`. `env` overrides environment
+    variables; a value of None removes the variable.
     """
+    overrides = env or {}
     env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="3")
+    env.update({k: v for k, v in overrides.items() if v is not None})
+    for name in [k for k, v in overrides.items() if v is None]:
+        env.pop(name, None)
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,

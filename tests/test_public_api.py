@@ -16,6 +16,7 @@ CLASSES = sorted({obj for obj in PUBLIC if inspect.isclass(obj)}, key=lambda c: 
 # Constructor arguments for the objects that cannot be built without any.
 REQUIRED_ARGS: dict[str, dict] = {
     "ScheduledDropout": {"rate": 0.5},
+    "TrainingPlotter": {"directory": "plots"},
 }
 
 

@@ -1,5 +1,6 @@
 """keras_extras: registered, exact and backend-neutral Keras 3 components."""
 
+from keras_extras.callbacks import LossHistory, TrainingPlotter
 from keras_extras.layers import (
     ConstantSchedule,
     DropoutSchedule,
@@ -16,7 +17,9 @@ __all__ = [
     "DropoutSchedule",
     "ExponentialRampSchedule",
     "LinearWarmupSchedule",
+    "LossHistory",
     "RMSE",
     "RootMeanSquaredError",
     "ScheduledDropout",
+    "TrainingPlotter",
 ]

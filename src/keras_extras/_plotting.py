@@ -1,0 +1,317 @@
+"""The drawing side of `keras_extras.TrainingPlotter`, run in a child process.
+
+Drawing a figure with matplotlib takes 0.1 to 0.5 s of Python and C++ that
+hold the GIL. In a thread of the training process, every training step would
+wait for the GIL while a figure is drawn; a child process keeps the two apart.
+`TrainingPlotter` starts `main` in a child with `child_command()`, sends it one
+pickled job per drawing on stdin and reads one pickled reply per job on stdout.
+
+This module imports neither keras nor keras_extras, so the child starts in the
+time matplotlib takes to import. It uses only matplotlib's object-oriented API
+(`Figure` on an Agg canvas), never pyplot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import pickle
+import sys
+import traceback
+import uuid
+import warnings
+from typing import Any
+
+import numpy as np
+
+INDEX_COLUMNS = ("epoch", "step")
+# The child gives way to training for the CPU it shares with it.
+CHILD_NICENESS = 10
+
+# Run with `python -c`: executes this file without importing the package (and
+# without the current folder, which `-c` puts first on sys.path).
+_BOOTSTRAP = """\
+import sys
+del sys.path[0]
+namespace = {"__name__": "keras_extras_plotting_child"}
+exec(compile(open(sys.argv[1], encoding="utf-8").read(), sys.argv[1], "exec"), namespace)
+namespace["main"]()
+"""
+
+
+def child_command() -> list[str]:
+    """The command that starts a drawing child process."""
+    return [sys.executable, "-c", _BOOTSTRAP, os.path.abspath(__file__)]
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Writes `data` to `path` so that `path` is always either old or complete.
+
+    The bytes go to a temporary file in the same folder, which then replaces
+    `path` in one `os.replace`: a crash at any point leaves the previous file
+    (and, after a hard crash, possibly a hidden `.<name>.*.tmp` file).
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    temp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        # Not `tempfile.mkstemp`: its 0600 mode would outlive the rename.
+        with open(temp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def finite(values: Any) -> np.ndarray:
+    """`values` as float64, NaN for every non-finite value: a gap in a line plot."""
+    values = np.array(values, dtype=np.float64)
+    values[~np.isfinite(values)] = np.nan
+    return values
+
+
+def smooth(values: np.ndarray, weight: float) -> np.ndarray:
+    """Exponential moving average, debiased as in TensorBoard; NaN stays a gap.
+
+    `s_i = weight * s_(i-1) + (1 - weight) * v_i` over the finite values, from
+    `s = 0`, divided by `1 - weight ** n` after `n` of them.
+    """
+    if weight == 0.0:
+        return values.copy()
+    smoothed = np.full(len(values), np.nan)
+    last, count = 0.0, 0
+    for i, value in enumerate(values.tolist()):
+        if math.isnan(value):
+            continue
+        last = weight * last + (1.0 - weight) * value
+        count += 1
+        smoothed[i] = last / (1.0 - weight**count)
+    return smoothed
+
+
+def epoch_panels(epochs: dict[str, Any]) -> list[str]:
+    """One panel per metric of the epoch table, `val_x` drawn with `x`; loss first."""
+    names: list[str] = []
+    for name in epochs:
+        if name in INDEX_COLUMNS:
+            continue
+        base = name[4:] if name.startswith("val_") and name[4:] in epochs else name
+        if base not in names:
+            names.append(base)
+    return sorted(names, key=lambda n: n != "loss")
+
+
+def grid_shape(data: dict[str, dict[str, Any]]) -> tuple[int, int]:
+    """(rows, columns) of the figure: two panels per row."""
+    count = max(("loss" in data["batches"]) + len(epoch_panels(data["epochs"])), 1)
+    columns = min(2, count)
+    return -(-count // columns), columns
+
+
+def default_figsize(data: dict[str, dict[str, Any]]) -> tuple[float, float]:
+    """5 x 3.2 inches per panel."""
+    rows, columns = grid_shape(data)
+    return 5.0 * columns, 3.2 * rows
+
+
+def best_index(values: np.ndarray, mode: str | None) -> int | None:
+    """Index of the best finite value (`mode` "min" or "max"), or None."""
+    if mode not in ("min", "max") or not np.isfinite(values).any():
+        return None
+    return int(np.nanargmin(values) if mode == "min" else np.nanargmax(values))
+
+
+class Drawing:
+    """A figure whose axes and lines are built once and updated in place.
+
+    Rebuilding the axes costs as much as drawing them, so they are rebuilt only
+    when the panels change.
+    """
+
+    def __init__(self) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure()
+        FigureCanvasAgg(self.figure)
+        self._key: Any = None
+        self._panels: list[dict[str, Any]] = []
+
+    def draw(
+        self,
+        data: dict[str, dict[str, Any]],
+        smoothing: float = 0.0,
+        yscale: str = "linear",
+        modes: dict[str, str] | None = None,
+        figsize: tuple[float, float] | None = None,
+    ) -> None:
+        """Draws `data` (the `batches` and `epochs` tables) on the Agg canvas."""
+        batches, epochs = data["batches"], data["epochs"]
+        figsize = tuple(figsize or default_figsize(data))
+        curves = [(name, tuple(k for k in (name, f"val_{name}") if k in epochs))
+                  for name in epoch_panels(epochs)]
+        key = ("loss" in batches, tuple(curves), smoothing > 0, figsize)
+        if key != self._key:
+            self._build(key[0], curves, smoothing, figsize)
+            self._key = key
+        modes = modes or {}
+        x_epochs = finite(epochs["epoch"]) + 1
+        for panel in self._panels:
+            ax = panel["axes"]
+            if panel["name"] is None:
+                steps, loss = finite(batches["step"]), finite(batches["loss"])
+                panel["lines"][0].set_data(steps, loss)
+                if smoothing:
+                    panel["lines"][1].set_data(steps, smooth(loss, smoothing))
+                shown = [loss]
+            else:
+                shown = [finite(epochs[k]) for k in panel["keys"]]
+                for line, values in zip(panel["lines"], shown, strict=True):
+                    line.set_data(x_epochs, values)
+                self._mark_best(panel, x_epochs, shown[-1], modes.get(panel["name"]))
+            values = np.concatenate(shown)
+            # A log axis needs a positive value to scale to; else it stays linear.
+            positive = (values[np.isfinite(values)] > 0).any()
+            scale = "log" if yscale == "log" and positive else "linear"
+            if ax.get_yscale() != scale:
+                ax.set_yscale(scale)
+                if scale == "log":
+                    self._plain_log_labels(ax)
+            ax.relim(visible_only=True)
+            ax.autoscale_view()
+            ax.legend(fontsize="small", loc="best")
+        self.figure.canvas.draw()
+
+    def _build(self, batch_panel: bool, curves: list, smoothing: float, figsize: tuple) -> None:
+        from matplotlib.ticker import MaxNLocator
+
+        figure = self.figure
+        figure.clear()
+        figure.set_size_inches(figsize)
+        count = max(batch_panel + len(curves), 1)
+        columns = min(2, count)
+        rows = -(-count // columns)
+        axes = list(figure.subplots(rows, columns, squeeze=False).flat)
+        for unused in axes[count:]:
+            unused.set_visible(False)
+        self._panels = []
+        if batch_panel:
+            ax = axes.pop(0)
+            lines = [ax.plot([], [], color="C0", linewidth=0.8, alpha=0.35 if smoothing else 1.0,
+                             label="batch")[0]]
+            if smoothing:
+                lines.append(ax.plot([], [], color="C0", linewidth=1.5,
+                                     label=f"smoothed ({smoothing:g})")[0])
+            ax.set_title("loss per batch")
+            ax.set_xlabel("step")
+            self._panels.append({"name": None, "axes": ax, "lines": lines})
+        for (name, keys), ax in zip(curves, axes, strict=False):
+            lines = [ax.plot([], [], "o-", color="C1" if k == f"val_{name}" else "C0",
+                             markersize=3,
+                             label="validation" if k == f"val_{name}" else "train")[0]
+                     for k in keys]
+            best = ax.plot([], [], "*", color="C3", markersize=12)[0]
+            rule = ax.axvline(1.0, color="C3", linestyle=":", linewidth=1)
+            ax.set_title(name)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            self._panels.append({"name": name, "axes": ax, "lines": lines, "keys": keys,
+                                 "best": best, "rule": rule})
+        for ax in figure.axes:
+            ax.locator_params(axis="y", nbins=5)
+        # Fixed margins in inches: `tight_layout` would cost a second drawing.
+        width, height = figsize
+        gap_w, gap_h = 0.75, 0.8
+        axes_width = (width - 0.85 - (columns - 1) * gap_w) / columns
+        axes_height = (height - 0.9 - (rows - 1) * gap_h) / rows
+        figure.subplots_adjust(
+            left=0.7 / width, right=1 - 0.15 / width, bottom=0.5 / height, top=1 - 0.4 / height,
+            wspace=gap_w / max(axes_width, 0.1), hspace=gap_h / max(axes_height, 0.1),
+        )
+
+    @staticmethod
+    def _mark_best(panel: dict, x: np.ndarray, values: np.ndarray, mode: str | None) -> None:
+        index = best_index(values, mode)
+        best, rule = panel["best"], panel["rule"]
+        best.set_visible(index is not None)
+        rule.set_visible(index is not None)
+        if index is None:
+            best.set_label("_best")
+            return
+        which = "validation" if panel["keys"][-1] == f"val_{panel['name']}" else "train"
+        best.set_data([x[index]], [values[index]])
+        best.set_label(f"best {which}: {values[index]:.4g} (epoch {int(x[index])})")
+        rule.set_xdata([x[index], x[index]])
+
+    @staticmethod
+    def _plain_log_labels(ax: Any) -> None:
+        from matplotlib.ticker import LogFormatter
+
+        class PlainLogFormatter(LogFormatter):
+            # LogFormatter picks which ticks to label; "0.28" reads better than
+            # its "2.8e-01" on an axis that spans less than a decade.
+            def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+                return f"{x:.3g}"
+
+        ax.yaxis.set_major_formatter(PlainLogFormatter(labelOnlyBase=False))
+        ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
+
+    def encode(self, fmt: str) -> bytes:
+        """The drawn figure as a file of format `fmt` (png, svg, pdf, ...)."""
+        buffer = io.BytesIO()
+        if fmt == "png":
+            # The Agg canvas already holds the pixels: encode them, do not redraw.
+            from PIL import Image
+
+            width, height = self.figure.canvas.get_width_height()
+            image = Image.frombuffer("RGBA", (width, height), self.figure.canvas.buffer_rgba(),
+                                     "raw", "RGBA", 0, 1)
+            image.save(buffer, format="png", compress_level=1)
+        else:
+            self.figure.savefig(buffer, format=fmt, dpi=self.figure.dpi)
+        return buffer.getvalue()
+
+
+def run_job(drawing: Drawing, job: dict[str, Any]) -> bytes | None:
+    """Draws one job and writes its files; returns PNG bytes if the job asks."""
+    drawing.draw(job["data"], job["smoothing"], job["yscale"], job["modes"], job["figsize"])
+    encoded: dict[str, bytes] = {}
+    for path, fmt in job["targets"]:
+        if fmt not in encoded:
+            encoded[fmt] = drawing.encode(fmt)
+        atomic_write(path, encoded[fmt])
+    if job.get("png"):
+        return encoded.get("png") or drawing.encode("png")
+    return None
+
+
+def main() -> None:
+    """Serves drawing jobs from stdin until it closes; one reply per job."""
+    if hasattr(os, "nice"):
+        with contextlib.suppress(OSError):
+            os.nice(CHILD_NICENESS)
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    # Whatever else prints must not corrupt the replies.
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    jobs = sys.stdin.buffer
+    drawing = None
+    while True:
+        try:
+            job = pickle.load(jobs)
+        except EOFError:
+            return
+        reply: dict[str, Any] = {"error": None, "png": None}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                drawing = drawing or Drawing()
+                reply["png"] = run_job(drawing, job)
+        except Exception:  # noqa: BLE001 - the parent reports it
+            reply["error"] = traceback.format_exc(limit=4)
+        pickle.dump(reply, replies, protocol=pickle.HIGHEST_PROTOCOL)
+        replies.flush()
