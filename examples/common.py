@@ -30,11 +30,6 @@ VAL_SAMPLES = 22
 FEATURES = 4
 RTOL = 1e-5
 
-try:
-    from keras_extras import CustomModel
-except ImportError:  # FALLBACK (issue 4 not merged yet): the plain Keras model.
-    CustomModel = keras.Model
-
 
 def make_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Train and validation data, float32, in a fixed order.
@@ -86,7 +81,7 @@ def build_model(seed: int = 0) -> keras.Model:
     hidden = keras.layers.Dense(8, activation="tanh")(inputs)
     hidden = keras_extras.ScheduledDropout(0.0, seed=seed, name="dropout")(hidden)
     outputs = keras.layers.Dense(1)(hidden)
-    model = CustomModel(inputs, outputs)
+    model = keras_extras.CustomModel(inputs, outputs)
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=0.05),
         loss="mean_squared_error",

@@ -130,11 +130,19 @@ def frozen_fit(digits):
     model = make_model(0.0, metrics=["accuracy", keras_extras.RMSE(), MaxProbability()])
     history = keras_extras.LossHistory()
     model.fit(
-        x[:TRAIN], y[:TRAIN], batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
-        validation_data=(x[TRAIN:], y[TRAIN:]), callbacks=[history],
+        x[:TRAIN],
+        y[:TRAIN],
+        batch_size=BATCH,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        validation_data=(x[TRAIN:], y[TRAIN:]),
+        callbacks=[history],
     )
-    return history, reference(model, x[:TRAIN], y[:TRAIN], BATCH), reference(
-        model, x[TRAIN:], y[TRAIN:], len(x)
+    return (
+        history,
+        reference(model, x[:TRAIN], y[:TRAIN], BATCH),
+        reference(model, x[TRAIN:], y[TRAIN:], len(x)),
     )
 
 
@@ -172,7 +180,8 @@ def test_running_means_are_kept_under_their_own_name(frozen_fit):
     np.testing.assert_allclose(history.running["loss"][:24], weighted, rtol=1e-5)
     np.testing.assert_allclose(history.running["loss"][24:], weighted, rtol=1e-5)
     np.testing.assert_allclose(
-        history.running["max_probability"][:24], np.maximum.accumulate(ref["max_probability"]),
+        history.running["max_probability"][:24],
+        np.maximum.accumulate(ref["max_probability"]),
         rtol=1e-5,
     )
 
@@ -184,8 +193,10 @@ def test_every_metric_of_a_two_output_model_is_recovered(digits):
     inputs = keras.Input((64,))
     model = keras.Model(
         inputs,
-        {"a": keras.layers.Dense(10, activation="softmax", name="a")(inputs),
-         "b": keras.layers.Dense(1, name="b")(inputs)},
+        {
+            "a": keras.layers.Dense(10, activation="softmax", name="a")(inputs),
+            "b": keras.layers.Dense(1, name="b")(inputs),
+        },
     )
     model.compile(
         optimizer=keras.optimizers.SGD(0.0),
@@ -194,8 +205,15 @@ def test_every_metric_of_a_two_output_model_is_recovered(digits):
     )
     target = (y / 9.0).astype("float32")
     history = keras_extras.LossHistory()
-    model.fit(x, {"a": y, "b": target}, batch_size=100, epochs=1, shuffle=False, verbose=0,
-              callbacks=[history])
+    model.fit(
+        x,
+        {"a": y, "b": target},
+        batch_size=100,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[history],
+    )
     (wa, ba), (wb, bb) = (
         [np.asarray(w, np.float64) for w in model.get_layer(n).get_weights()] for n in "ab"
     )
@@ -214,8 +232,9 @@ def test_every_metric_of_a_two_output_model_is_recovered(digits):
     expected["b_root_mean_squared_error"] = np.sqrt(expected["b_loss"])
     assert set(history.batches) - {"epoch", "step"} == set(expected)
     for name, values in expected.items():
-        np.testing.assert_allclose(history.batches[name], values, rtol=1e-4, atol=1e-6,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            history.batches[name], values, rtol=1e-4, atol=1e-6, err_msg=name
+        )
 
 
 def test_points_per_epoch_and_global_steps(frozen_fit):
@@ -231,8 +250,16 @@ def test_points_per_epoch_and_global_steps(frozen_fit):
 def test_epoch_values_include_validation(frozen_fit):
     history, ref, val = frozen_fit
     assert set(history.epochs) == {
-        "epoch", "step", "loss", "accuracy", "rmse", "max_probability",
-        "val_loss", "val_accuracy", "val_rmse", "val_max_probability",
+        "epoch",
+        "step",
+        "loss",
+        "accuracy",
+        "rmse",
+        "max_probability",
+        "val_loss",
+        "val_accuracy",
+        "val_rmse",
+        "val_max_probability",
     }
     weighted = (ref["loss"] * ref["size"]).sum() / ref["size"].sum()
     np.testing.assert_allclose(history.epochs["loss"], [weighted] * 2, rtol=1e-5)
@@ -279,8 +306,16 @@ def test_repeated_fits_continue_the_steps_without_validation(digits):
     ref = reference(model, x, y, 100)
     history = keras_extras.LossHistory()
     model.fit(x, y, batch_size=100, epochs=2, shuffle=False, verbose=0, callbacks=[history])
-    model.fit(x, y, batch_size=100, epochs=4, initial_epoch=2, shuffle=False, verbose=0,
-              callbacks=[history])
+    model.fit(
+        x,
+        y,
+        batch_size=100,
+        epochs=4,
+        initial_epoch=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[history],
+    )
     model.fit(x, y, batch_size=100, epochs=1, shuffle=False, verbose=0, callbacks=[history])
     assert history.batches["epoch"] == sum(([e] * 10 for e in (0, 1, 2, 3, 0)), [])
     assert history.batches["step"] == list(range(1, 51))
@@ -302,8 +337,12 @@ def test_steps_per_execution_gives_one_point_per_execution(digits):
     model.fit(x, y, batch_size=100, epochs=2, shuffle=False, verbose=0, callbacks=[history])
     assert history.batches["step"] == [3, 6, 9, 10, 13, 16, 19, 20]
     assert history.batches["epoch"] == [0] * 4 + [1] * 4
-    groups = [ref["loss"][0:3].mean(), ref["loss"][3:6].mean(), ref["loss"][6:9].mean(),
-              ref["loss"][9]]
+    groups = [
+        ref["loss"][0:3].mean(),
+        ref["loss"][3:6].mean(),
+        ref["loss"][6:9].mean(),
+        ref["loss"][9],
+    ]
     np.testing.assert_allclose(history.batches["loss"], groups * 2, rtol=1e-4)
 
 
@@ -311,14 +350,27 @@ def test_metrics_argument_restricts_the_names(digits):
     x, y = digits
     model = make_model(0.1)
     history = keras_extras.LossHistory(metrics=["loss"])
-    model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0,
-              validation_data=(x[256:320], y[256:320]), callbacks=[history])
+    model.fit(
+        x[:256],
+        y[:256],
+        batch_size=64,
+        epochs=1,
+        verbose=0,
+        validation_data=(x[256:320], y[256:320]),
+        callbacks=[history],
+    )
     assert set(history.batches) == set(history.running) == {"epoch", "step", "loss"}
     assert set(history.epochs) == {"epoch", "step", "loss", "val_loss"}
 
     with pytest.raises(ValueError, match=r"\['acc'\] are not in the training logs.*accuracy"):
-        model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0,
-                  callbacks=[keras_extras.LossHistory(metrics=["loss", "acc"])])
+        model.fit(
+            x[:256],
+            y[:256],
+            batch_size=64,
+            epochs=1,
+            verbose=0,
+            callbacks=[keras_extras.LossHistory(metrics=["loss", "acc"])],
+        )
     with pytest.raises(ValueError, match="'loss'"):
         keras_extras.LossHistory(metrics="loss")
 
@@ -400,8 +452,14 @@ def test_exports_are_complete_and_atomic(frozen_fit, tmp_path, monkeypatch):
 def test_config_roundtrip():
     assert_config_roundtrip(keras_extras.LossHistory(metrics=["loss", "accuracy"]))
     plotter = keras_extras.TrainingPlotter(
-        "plots", snapshot="e{epoch}.svg", every_n_epochs=2, smoothing=0.5, yscale="log",
-        modes={"accuracy": "max"}, figsize=(6, 4), display=True,
+        "plots",
+        snapshot="e{epoch}.svg",
+        every_n_epochs=2,
+        smoothing=0.5,
+        yscale="log",
+        modes={"accuracy": "max"},
+        figsize=(6, 4),
+        display=True,
         history=keras_extras.LossHistory(metrics=["loss"]),
     )
     clone = assert_config_roundtrip(plotter)
@@ -448,8 +506,15 @@ def plotted(trained, tmp_path_factory):
     watcher = FileWatcher(plotter)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model.fit(x, y, batch_size=64, epochs=3, verbose=0, validation_data=validation,
-                  callbacks=[plotter, watcher])
+        model.fit(
+            x,
+            y,
+            batch_size=64,
+            epochs=3,
+            verbose=0,
+            validation_data=validation,
+            callbacks=[plotter, watcher],
+        )
     return folder, plotter, watcher, caught
 
 
@@ -472,7 +537,10 @@ def test_plot_is_rewritten_once_per_epoch(plotted):
 def test_snapshot_pattern_keeps_one_file_per_epoch(plotted):
     folder, _, watcher, _ = plotted
     assert png_files(folder) == [
-        "plot_at_epoch_1.png", "plot_at_epoch_2.png", "plot_at_epoch_3.png", "training.png",
+        "plot_at_epoch_1.png",
+        "plot_at_epoch_2.png",
+        "plot_at_epoch_3.png",
+        "training.png",
     ]
     for epoch, (_, data) in enumerate(watcher.versions, start=1):
         assert (folder / f"plot_at_epoch_{epoch}.png").read_bytes() == data
@@ -543,8 +611,15 @@ def test_nan_losses_still_get_their_plot(digits, tmp_path):
     plotter = keras_extras.TrainingPlotter(tmp_path, yscale="log", smoothing=0.5)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model.fit(x[:256], y[:256].astype("float32"), batch_size=64, epochs=4, shuffle=False,
-                  verbose=0, callbacks=[plotter])
+        model.fit(
+            x[:256],
+            y[:256].astype("float32"),
+            batch_size=64,
+            epochs=4,
+            shuffle=False,
+            verbose=0,
+            callbacks=[plotter],
+        )
     loss = plotter.history.batches["loss"]
     assert all(math.isfinite(v) for v in loss[:5])
     assert math.isnan(loss[-1]) and not math.isfinite(plotter.history.epochs["loss"][-1])
@@ -570,8 +645,10 @@ def test_non_finite_values_are_gaps_and_best_epochs_are_marked():
     np.testing.assert_array_equal(np.isnan(raw), [False, False, True, True, False, False])
     # Debiased EMA over the finite values only, in closed form.
     w, finite = 0.5, np.array([2.0, 1.0, 3.0, 1.5])
-    expected = [sum((1 - w) * w ** (n - 1 - i) * finite[i] for i in range(n)) / (1 - w**n)
-                for n in range(1, 5)]
+    expected = [
+        sum((1 - w) * w ** (n - 1 - i) * finite[i] for i in range(n)) / (1 - w**n)
+        for n in range(1, 5)
+    ]
     np.testing.assert_allclose(smoothed[[0, 1, 4, 5]], expected)
     assert np.isnan(smoothed[[2, 3]]).all()
     train, validation = (np.asarray(line.get_ydata()) for line in loss_panel["lines"])
@@ -605,8 +682,14 @@ def test_unwritable_folder_fails_before_training(trained, tmp_path):
     weights = [w.copy() for w in model.get_weights()]
     iterations = int(model.optimizer.iterations.numpy())
     with pytest.raises(OSError, match=re.escape(str(folder))):
-        model.fit(x, y, batch_size=64, epochs=1, verbose=0,
-                  callbacks=[keras_extras.TrainingPlotter(folder)])
+        model.fit(
+            x,
+            y,
+            batch_size=64,
+            epochs=1,
+            verbose=0,
+            callbacks=[keras_extras.TrainingPlotter(folder)],
+        )
     assert int(model.optimizer.iterations.numpy()) == iterations
     for before, after in zip(weights, model.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)
@@ -797,8 +880,10 @@ def test_headless_from_a_thread_without_touching_matplotlib_state(tmp_path):
 def test_png_encoding_matches_matplotlib():
     size = (300, 200)
     drawing = _plotting.Drawing()
-    data = {"batches": {"step": np.arange(1.0, 4.0), "loss": np.array([3.0, 2.0, 1.0])},
-            "epochs": {"epoch": np.arange(1.0), "step": np.arange(1.0), "loss": np.ones(1)}}
+    data = {
+        "batches": {"step": np.arange(1.0, 4.0), "loss": np.array([3.0, 2.0, 1.0])},
+        "epochs": {"epoch": np.arange(1.0), "step": np.arange(1.0), "loss": np.ones(1)},
+    }
     drawing.draw(data, figsize=(size[0] / 100, size[1] / 100))
     ours = np.asarray(Image.open(io.BytesIO(drawing.encode("png"))).convert("RGBA"))
     buffer = io.BytesIO()

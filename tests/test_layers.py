@@ -459,8 +459,6 @@ def test_trains_inside_subclassed_keras_model():
 
 
 def test_trains_inside_custom_model():
-    if not hasattr(keras_extras, "CustomModel"):  # lead: remove skip at merge
-        pytest.skip("keras_extras.CustomModel is on another branch (issue 4)")
     digits_training(keras_extras.CustomModel)
 
 

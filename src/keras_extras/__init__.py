@@ -9,11 +9,13 @@ from keras_extras.layers import (
     ScheduledDropout,
 )
 from keras_extras.metrics import RMSE, RootMeanSquaredError
+from keras_extras.models import CustomModel
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ConstantSchedule",
+    "CustomModel",
     "DropoutSchedule",
     "ExponentialRampSchedule",
     "LinearWarmupSchedule",

@@ -153,8 +153,10 @@ class Drawing:
         """Draws `data` (the `batches` and `epochs` tables) on the Agg canvas."""
         batches, epochs = data["batches"], data["epochs"]
         figsize = tuple(figsize or default_figsize(data))
-        curves = [(name, tuple(k for k in (name, f"val_{name}") if k in epochs))
-                  for name in epoch_panels(epochs)]
+        curves = [
+            (name, tuple(k for k in (name, f"val_{name}") if k in epochs))
+            for name in epoch_panels(epochs)
+        ]
         key = ("loss" in batches, tuple(curves), smoothing > 0, figsize)
         if key != self._key:
             self._build(key[0], curves, smoothing, figsize)
@@ -202,26 +204,43 @@ class Drawing:
         self._panels = []
         if batch_panel:
             ax = axes.pop(0)
-            lines = [ax.plot([], [], color="C0", linewidth=0.8, alpha=0.35 if smoothing else 1.0,
-                             label="batch")[0]]
+            lines = [
+                ax.plot(
+                    [],
+                    [],
+                    color="C0",
+                    linewidth=0.8,
+                    alpha=0.35 if smoothing else 1.0,
+                    label="batch",
+                )[0]
+            ]
             if smoothing:
-                lines.append(ax.plot([], [], color="C0", linewidth=1.5,
-                                     label=f"smoothed ({smoothing:g})")[0])
+                lines.append(
+                    ax.plot([], [], color="C0", linewidth=1.5, label=f"smoothed ({smoothing:g})")[0]
+                )
             ax.set_title("loss per batch")
             ax.set_xlabel("step")
             self._panels.append({"name": None, "axes": ax, "lines": lines})
         for (name, keys), ax in zip(curves, axes, strict=False):
-            lines = [ax.plot([], [], "o-", color="C1" if k == f"val_{name}" else "C0",
-                             markersize=3,
-                             label="validation" if k == f"val_{name}" else "train")[0]
-                     for k in keys]
+            lines = [
+                ax.plot(
+                    [],
+                    [],
+                    "o-",
+                    color="C1" if k == f"val_{name}" else "C0",
+                    markersize=3,
+                    label="validation" if k == f"val_{name}" else "train",
+                )[0]
+                for k in keys
+            ]
             best = ax.plot([], [], "*", color="C3", markersize=12)[0]
             rule = ax.axvline(1.0, color="C3", linestyle=":", linewidth=1)
             ax.set_title(name)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            self._panels.append({"name": name, "axes": ax, "lines": lines, "keys": keys,
-                                 "best": best, "rule": rule})
+            self._panels.append(
+                {"name": name, "axes": ax, "lines": lines, "keys": keys, "best": best, "rule": rule}
+            )
         for ax in figure.axes:
             ax.locator_params(axis="y", nbins=5)
         # Fixed margins in inches: `tight_layout` would cost a second drawing.
@@ -230,8 +249,12 @@ class Drawing:
         axes_width = (width - 0.85 - (columns - 1) * gap_w) / columns
         axes_height = (height - 0.9 - (rows - 1) * gap_h) / rows
         figure.subplots_adjust(
-            left=0.7 / width, right=1 - 0.15 / width, bottom=0.5 / height, top=1 - 0.4 / height,
-            wspace=gap_w / max(axes_width, 0.1), hspace=gap_h / max(axes_height, 0.1),
+            left=0.7 / width,
+            right=1 - 0.15 / width,
+            bottom=0.5 / height,
+            top=1 - 0.4 / height,
+            wspace=gap_w / max(axes_width, 0.1),
+            hspace=gap_h / max(axes_height, 0.1),
         )
 
     @staticmethod
@@ -269,8 +292,9 @@ class Drawing:
             from PIL import Image
 
             width, height = self.figure.canvas.get_width_height()
-            image = Image.frombuffer("RGBA", (width, height), self.figure.canvas.buffer_rgba(),
-                                     "raw", "RGBA", 0, 1)
+            image = Image.frombuffer(
+                "RGBA", (width, height), self.figure.canvas.buffer_rgba(), "raw", "RGBA", 0, 1
+            )
             image.save(buffer, format="png", compress_level=1)
         else:
             self.figure.savefig(buffer, format=fmt, dpi=self.figure.dpi)

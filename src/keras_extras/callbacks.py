@@ -599,8 +599,10 @@ class TrainingPlotter(keras.callbacks.Callback):
                 raise ValueError(
                     f"`snapshot` must contain an {{epoch}} field, but it is {snapshot!r}."
                 )
-        if not isinstance(every_n_epochs, int) or isinstance(every_n_epochs, bool) or (
-            every_n_epochs < 1
+        if (
+            not isinstance(every_n_epochs, int)
+            or isinstance(every_n_epochs, bool)
+            or (every_n_epochs < 1)
         ):
             raise ValueError(
                 f"`every_n_epochs` must be an integer >= 1, but it is {every_n_epochs!r}."
@@ -728,8 +730,11 @@ class TrainingPlotter(keras.callbacks.Callback):
                 targets.append((path, self._formats["snapshot"]))
             job = {
                 "data": {
-                    "batches": {k: np.asarray(batches[k], dtype=np.float64)
-                                for k in ("step", "loss") if k in batches},
+                    "batches": {
+                        k: np.asarray(batches[k], dtype=np.float64)
+                        for k in ("step", "loss")
+                        if k in batches
+                    },
                     "epochs": {k: np.asarray(v, dtype=np.float64) for k, v in epochs.items()},
                 },
                 "targets": targets,

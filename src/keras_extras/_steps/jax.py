@@ -1,0 +1,117 @@
+"""CustomModel's steps on the JAX backend: pure functions of the model state.
+
+Keras passes the state in and expects the new state back, so every part of
+the step that reads or writes a variable (the forward pass, the loss and its
+tracker, the hooks, the metrics) runs in a `StatelessScope` that maps each
+variable to its current value, and the values it assigns are collected
+afterwards. Hooks therefore see live values under `jax.jit` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import keras
+
+from keras_extras import _steps
+
+
+def replicas_in_sync() -> int:
+    """keras.distribution shards the batch inside one program: one replica."""
+    return 1
+
+
+def _stateless(fn: Callable[[], Any], state: dict) -> tuple[Any, dict]:
+    """Runs `fn()` on `state`, {name: (variables, values)}; returns its result and new state.
+
+    Variables that `fn` assigns get their new values in the returned state;
+    the others keep theirs.
+    """
+    mapping = [
+        pair for variables, values in state.values() for pair in zip(variables, values, strict=True)
+    ]
+    with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+        result = fn()
+    new_state = {}
+    for name, (variables, values) in state.items():
+        new_values = []
+        for variable, value in zip(variables, values, strict=True):
+            new = scope.get_current_value(variable)
+            new_values.append(value if new is None else new)
+        new_state[name] = (variables, new_values)
+    return result, new_state
+
+
+def _values(state: dict, *names: str) -> tuple:
+    return tuple(state[name][1] for name in names)
+
+
+def train_step(model: Any, state: tuple, data: Any) -> tuple[dict, tuple]:
+    """One training step: `(logs, new_state)` from `(state, data)`."""
+    trainable, non_trainable, optimizer_vars, metrics_vars = state
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    optimizer = model.optimizer
+
+    def named_state(trainable, non_trainable, metrics_vars, optimizer_vars):
+        return {
+            "trainable": (model.trainable_variables, trainable),
+            "non_trainable": (model.non_trainable_variables, non_trainable),
+            "metrics": (model.metrics_variables, metrics_vars),
+            "optimizer": (optimizer.variables, optimizer_vars),
+        }
+
+    def scaled_loss(trainable, non_trainable, metrics_vars):
+        def forward_and_loss():
+            y_pred = _steps.forward(model, x, training=True)
+            loss = _steps.step_loss(model, x, y, y_pred, sample_weight, training=True)
+            return optimizer.scale_loss(loss), y_pred
+
+        (loss, y_pred), new = _stateless(
+            forward_and_loss, named_state(trainable, non_trainable, metrics_vars, optimizer_vars)
+        )
+        return loss, (y_pred, *_values(new, "non_trainable", "metrics"))
+
+    grad_fn = jax.value_and_grad(scaled_loss, has_aux=True)
+    (_, (y_pred, non_trainable, metrics_vars)), gradients = grad_fn(
+        trainable, non_trainable, metrics_vars
+    )
+
+    # The hook may draw random numbers or update metrics: keep those changes.
+    gradients, new = _stateless(
+        lambda: model._hooked_gradients(gradients, model.trainable_variables),
+        named_state(trainable, non_trainable, metrics_vars, optimizer_vars),
+    )
+    non_trainable, metrics_vars = _values(new, "non_trainable", "metrics")
+
+    trainable, optimizer_vars = optimizer.stateless_apply(optimizer_vars, gradients, trainable)
+
+    logs, new = _stateless(
+        lambda: model.compute_metrics(x, y, y_pred, sample_weight=sample_weight),
+        named_state(trainable, non_trainable, metrics_vars, optimizer_vars),
+    )
+    non_trainable, metrics_vars = _values(new, "non_trainable", "metrics")
+    return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+
+def test_step(model: Any, state: tuple, data: Any) -> tuple[dict, tuple]:
+    """One evaluation step: `(logs, new_state)` from `(state, data)`."""
+    trainable, non_trainable, metrics_vars = state
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+
+    def forward_loss_and_metrics():
+        y_pred = _steps.forward(model, x, training=False)
+        _steps.step_loss(model, x, y, y_pred, sample_weight, training=False)
+        return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    logs, new = _stateless(
+        forward_loss_and_metrics,
+        {
+            "trainable": (model.trainable_variables, trainable),
+            "non_trainable": (model.non_trainable_variables, non_trainable),
+            "metrics": (model.metrics_variables, metrics_vars),
+        },
+    )
+    non_trainable, metrics_vars = _values(new, "non_trainable", "metrics")
+    return logs, (trainable, non_trainable, metrics_vars)
