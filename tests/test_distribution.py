@@ -24,7 +24,7 @@ from harness import load_example, run_example
 common = load_example("common")
 # A fault that drops or doubles one replica's part must move the values by this
 # many times the comparison's tolerance.
-MARGIN = 1000
+MARGIN = 100
 
 
 def read_json(path: os.PathLike) -> dict:
