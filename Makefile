@@ -52,6 +52,10 @@ bench-quick: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m keras_extras demo
 
+# Warnings are errors, and every page is rebuilt (-E) so none is hidden by a cache.
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -E -b html docs docs/_build/html
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs
 

@@ -231,7 +231,9 @@ class RootMeanSquaredError(keras.metrics.Metric):
         if valid is not None:
             if len(valid.shape) > 1:
                 valid = ops.all(valid, axis=tuple(range(1, len(valid.shape))))
-            per_sample = ops.where(valid, per_sample, ops.full_like(per_sample, np.nan))
+            # Not `full_like`: on torch it calls `.item()`, which fails on the "meta"
+            # device where Keras first builds the compiled metrics.
+            per_sample = ops.where(valid, per_sample, ops.zeros_like(per_sample) + np.nan)
 
         if sample_weight is None:
             count = ops.convert_to_tensor(ops.shape(per_sample)[0], dtype=self.dtype)
