@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import doctest
+import importlib
 import inspect
 import json
 import os
@@ -19,6 +20,8 @@ import tempfile
 import textwrap
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import keras
@@ -86,6 +89,44 @@ def run_in_fresh_process(
         env=env,
     )
     assert proc.returncode == 0, f"fresh process failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_example(name: str) -> ModuleType:
+    """Imports `examples/<name>.py`, so that tests reuse the examples' code.
+
+    Only examples whose module level imports nothing but the standard library,
+    Keras and keras_extras may be loaded this way; the others are run with
+    `run_example`.
+    """
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    return importlib.import_module(name)
+
+
+def run_example(name: str, *args: str, timeout: float = 300) -> str:
+    """Runs `examples/<name>.py` in a new process on the current backend; returns its stdout.
+
+    Fails with the script's output if it exits with an error or runs past
+    `timeout` seconds.
+    """
+    env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="3")
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(EXAMPLES / f"{name}.py"), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise AssertionError(f"examples/{name}.py ran past {timeout} s:\n{error.stdout}") from None
+    assert proc.returncode == 0, (
+        f"examples/{name}.py exited with {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-5000:]}"
+    )
     return proc.stdout
 
 

@@ -1,0 +1,284 @@
+"""Data-parallel training over processes with `tf.distribute.MultiWorkerMirroredStrategy`.
+
+Run it with `python examples/tf_multiworker.py`. It starts two worker processes
+on 127.0.0.1, each with its own `TF_CONFIG` (free loopback ports picked at run
+time), plus one process that trains the same model on one device, and checks
+that both workers end with the one-device numbers: epoch-level loss,
+`keras_extras.RMSE`, validation values, `evaluate` and final weights, to a
+relative 1e-5.
+
+On a real cluster, start the same worker code once per machine, with
+`TF_CONFIG` listing every worker's `host:port` and each process's own index.
+`MultiWorkerMirroredStrategy()` must be created before any other TensorFlow
+call, and the model built and compiled inside its scope, as here.
+
+The launcher (`Workers`) is what makes a multi-process run safe to script: a
+hard timeout, a clear error as soon as any worker dies (the others would
+otherwise wait for it forever inside a collective), and every process group
+killed on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NUM_WORKERS = 2
+
+
+class WorkerFailed(RuntimeError):
+    """A worker exited with an error, or the group ran past its timeout."""
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free TCP ports on 127.0.0.1, as the OS hands them out."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def tf_config(ports: list[int], index: int) -> str:
+    """The `TF_CONFIG` of worker `index` in a cluster of loopback workers."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+
+
+def _describe(returncode: int) -> str:
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with status {returncode}"
+
+
+class Workers:
+    """Processes started together, each in its own process group.
+
+    Use it as a context manager: leaving the block kills every process group
+    that is still alive, whatever happened inside.
+
+    Args:
+        commands: One argv list per process.
+        envs: One environment per process.
+        folder: Where each process's output goes (`<name>.log`).
+        names: A name per process, for logs and messages.
+    """
+
+    def __init__(
+        self, commands: list[list[str]], envs: list[dict], folder: str, names: list[str]
+    ) -> None:
+        self.names = names
+        self.logs = [os.path.join(folder, f"{name}.log") for name in names]
+        self.processes: list[subprocess.Popen] = []
+        try:
+            for command, env, log in zip(commands, envs, self.logs):
+                with open(log, "wb") as out:
+                    # A session of its own, so that stop() reaches its children too.
+                    self.processes.append(
+                        subprocess.Popen(
+                            command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        )
+                    )
+        except BaseException:
+            self.stop()
+            raise
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def log_tail(self, index: int, lines: int = 15) -> str:
+        """The last `lines` lines of a process's output."""
+        with open(self.logs[index], errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+
+    def wait(self, timeout: float) -> None:
+        """Returns when every process has exited with status 0.
+
+        Raises:
+            WorkerFailed: as soon as one process exits otherwise (naming it,
+                its status and the end of its output), or when `timeout`
+                seconds pass first. The other processes are killed.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            codes = [p.poll() for p in self.processes]
+            failed = [i for i, code in enumerate(codes) if code not in (None, 0)]
+            if failed:
+                self.stop()
+                raise WorkerFailed(
+                    "; ".join(f"{self.names[i]} {_describe(codes[i])}" for i in failed)
+                    + ", so the others were stopped. Last output of "
+                    + f"{self.names[failed[0]]}:\n{self.log_tail(failed[0])}"
+                )
+            if all(code == 0 for code in codes):
+                return
+            if time.monotonic() > deadline:
+                running = [self.names[i] for i, code in enumerate(codes) if code is None]
+                self.stop()
+                raise WorkerFailed(
+                    f"{', '.join(running)} still running after {timeout:.0f} s; stopped. "
+                    f"Last output of {running[0]}:\n{self.log_tail(codes.index(None))}"
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Kills every process group still alive and reaps the processes."""
+        for process in self.processes:
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for process in self.processes:
+            process.wait()
+
+
+def launch(folder: str, worker_args: tuple[str, ...] = ()) -> Workers:
+    """Starts the workers and the one-device reference, writing results to `folder`.
+
+    Args:
+        folder: For the logs and `<name>.json` results.
+        worker_args: Extra command-line arguments for the workers.
+
+    Returns:
+        The started `Workers`: worker 0, worker 1, ..., then `reference`.
+    """
+    ports = free_ports(NUM_WORKERS)
+    base = dict(os.environ, KERAS_BACKEND="tensorflow")
+    base.pop("TF_CONFIG", None)
+    commands, envs, names = [], [], []
+    for index in range(NUM_WORKERS):
+        names.append(f"worker{index}")
+        commands.append([sys.executable, __file__, "--worker", *worker_args])
+        envs.append({**base, "TF_CONFIG": tf_config(ports, index)})
+    names.append("reference")
+    commands.append([sys.executable, __file__, "--reference"])
+    envs.append(base)
+    for command, name in zip(commands, names):
+        command += ["--out", os.path.join(folder, name + ".json")]
+    return Workers(commands, envs, folder, names)
+
+
+def reduce_structures(strategy: object) -> None:
+    """Makes `strategy.reduce` do what Keras 3's `fit` expects of it.
+
+    Keras 3 (3.15 included) calls `MultiWorkerMirroredStrategy.reduce` in two
+    ways the strategy refuses, so `fit` fails out of the box
+    (keras-team/keras#20585):
+
+    * at the start of `fit`, `reduce("MEAN", first_batch)` on the whole
+      `(x, y)` structure ("Attempt to convert a value (PerReplica...)");
+    * after each step, `reduce("MEAN", logs, axis=0)` on scalar logs
+      ("Invalid reduction dimension 0 for input with 0 dimensions").
+
+    This reduces each tensor of a structure on its own, and a scalar across
+    the replicas only, which is what `MirroredStrategy` does with both.
+    """
+    import tensorflow as tf
+
+    reduce = strategy.reduce
+
+    def reduce_one(reduce_op, value, axis):
+        local = strategy.experimental_local_results(value)[0]
+        if axis is not None and local.shape.rank == 0:
+            axis = None
+        return reduce(reduce_op, value, axis)
+
+    def reduce_each(reduce_op, value, axis):
+        return tf.nest.map_structure(lambda v: reduce_one(reduce_op, v, axis), value)
+
+    strategy.reduce = reduce_each
+
+
+def run_worker(out: str, crash_after_epoch: int | None) -> None:
+    """One worker's part: the strategy first, then the model in its scope."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    reduce_structures(strategy)
+    sys.path.insert(0, HERE)
+    import common
+    import keras
+
+    index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+
+    def on_epoch_end(epoch: int, logs: dict) -> None:
+        print(f"worker {index}: epoch {epoch + 1} done", flush=True)
+        if crash_after_epoch is not None and index == 1 and epoch + 1 == crash_after_epoch:
+            os._exit(3)
+
+    with strategy.scope():
+        model = common.build_model()
+    progress = keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
+    results = common.train(model, extra_callbacks=[progress])
+    results["replicas"] = strategy.num_replicas_in_sync
+    common.write_json(out, results)
+
+
+def run_reference(out: str) -> None:
+    """The same training on one device, in a process of its own."""
+    sys.path.insert(0, HERE)
+    import common
+
+    common.write_json(out, common.train(common.build_model()))
+
+
+def main() -> int:
+    """Launcher by default; `--worker` and `--reference` are the processes it starts."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    role = parser.add_mutually_exclusive_group()
+    role.add_argument("--worker", action="store_true", help="run as a worker (reads TF_CONFIG)")
+    role.add_argument("--reference", action="store_true", help="run on one device")
+    parser.add_argument("--out", help="where a worker or the reference writes its numbers")
+    parser.add_argument("--timeout", type=float, default=300, help="launcher: seconds to wait")
+    parser.add_argument(
+        "--crash-after-epoch", type=int,
+        help="for testing the launcher: worker 1 exits with status 3 after this epoch",
+    )
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args.out, args.crash_after_epoch)
+        return 0
+    if args.reference:
+        run_reference(args.out)
+        return 0
+
+    sys.path.insert(0, HERE)
+    import common
+
+    with tempfile.TemporaryDirectory() as folder:
+        extra = () if args.crash_after_epoch is None else (
+            "--crash-after-epoch", str(args.crash_after_epoch)
+        )
+        with launch(folder, extra) as workers:
+            workers.wait(args.timeout)
+        results = {}
+        for name in ("worker0", "worker1", "reference"):
+            with open(os.path.join(folder, f"{name}.json")) as f:
+                results[name] = json.load(f)
+    status = 0
+    for name in ("worker0", "worker1"):
+        print(f"{name}: {results[name]['replicas']} replicas in sync")
+        status |= common.report(common.compare(results[name], results["reference"]), name)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

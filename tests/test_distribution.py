@@ -1,0 +1,191 @@
+"""Scale-out: the components under tf.distribute, JAX data parallelism and sharded evaluation.
+
+Each test runs an example script of `examples/` (the code users copy) and checks
+its numbers here against the one-device run of the same training. Data and
+model come from `examples/common.py`; the second half of every global batch has
+other targets than the first, so a replica's contribution that were dropped or
+counted twice would move the values by far more than the tolerance
+(`test_*` assert that margin too).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from harness import load_example, run_example
+
+common = load_example("common")
+# A fault that drops or doubles one replica's part must move the values by this
+# many times the comparison's tolerance.
+MARGIN = 100
+
+
+def read_json(path: os.PathLike) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def assert_same_as_one_device(results: dict, reference: dict) -> None:
+    problems = common.compare(results, reference)
+    assert not problems, "distributed run differs from one device:\n" + "\n".join(problems)
+
+
+def assert_consistent(results: dict) -> None:
+    """Checks one run against references other than the one-device run."""
+    history = results["history"]
+    assert sorted(history) == ["loss", "rmse", "val_loss", "val_rmse"]
+    assert all(len(v) == common.EPOCHS for v in history.values())
+    # The loss is Keras's MSE, RMSE ours: on one output, RMSE = sqrt(MSE).
+    for rmse, loss in (("rmse", "loss"), ("val_rmse", "val_loss")):
+        np.testing.assert_allclose(history[rmse], np.sqrt(history[loss]), rtol=1e-5)
+    evaluation = results["evaluate"]
+    np.testing.assert_allclose(evaluation["rmse"], math.sqrt(evaluation["loss"]), rtol=1e-5)
+    np.testing.assert_allclose(evaluation["loss"], history["val_loss"][-1], rtol=1e-5)
+    # ScheduledDropout's integer counter: once per global batch, not per replica.
+    assert results["dropout_iterations"] == common.expected_dropout_iterations()
+    assert len(results["batches"]["loss"]) == common.expected_dropout_iterations()
+
+
+def assert_sensitive(sensitivity: dict) -> None:
+    for key, change in sensitivity.items():
+        assert change > MARGIN * common.RTOL, (
+            f"dropping or doubling one replica's half moves {key} by only {change:.2e}"
+        )
+
+
+@pytest.mark.backends("tensorflow", reason="tf.distribute exists on the TensorFlow backend only")
+def test_tf_mirrored_strategy_equals_one_device(tmp_path):
+    out = tmp_path / "runs.json"
+    run_example("tf_mirrored", "--out", str(out))
+    runs = read_json(out)
+    assert runs["replicas"] == 2
+    assert runs["plots"] == ["training.png"]
+    for run in (runs["reference"], runs["mirrored"]):
+        assert_consistent(run)
+    assert_same_as_one_device(runs["mirrored"], runs["reference"])
+    assert_sensitive(runs["sensitivity"])
+    # A metric whose state kept the first replica's part only is caught.
+    rmse = runs["mirrored"]["evaluate"]["rmse"]
+    assert abs(runs["first_replica_rmse"] - rmse) > MARGIN * common.RTOL * rmse
+
+
+@pytest.mark.backends("jax", reason="keras.distribution.DataParallel runs on JAX (and TF DTensor)")
+def test_jax_data_parallel_equals_one_device(tmp_path):
+    out = tmp_path / "runs.json"
+    run_example("jax_data_parallel", "--out", str(out))
+    runs = read_json(out)
+    assert runs["devices"][:2] == ["cpu:0", "cpu:1"]
+    assert runs["batch_axes"] == ["batch", None]
+    assert runs["kernel_replicated"]
+    for run in (runs["reference"], runs["parallel"]):
+        assert_consistent(run)
+    assert_same_as_one_device(runs["parallel"], runs["reference"])
+    assert_sensitive(runs["sensitivity"])
+
+
+@pytest.mark.backends("torch", reason="pins what Keras's torch backend lacks")
+def test_keras_distribution_is_unavailable_on_torch():
+    # Keras (3.15.1) has no distribution backend for torch: keras.distribution
+    # fails on first use. docs/distribution.rst says so and names the torch
+    # route instead; when this test fails, Keras has added it, and the docs
+    # and examples must follow.
+    with pytest.raises(AttributeError, match="list_devices"):
+        keras.distribution.list_devices()
+    with pytest.raises(AttributeError, match="list_devices"):
+        keras.distribution.DataParallel()
+
+
+@pytest.mark.multiprocess
+def test_sharded_evaluation_merges_to_the_whole_data_rmse(tmp_path):
+    out = tmp_path / "values.json"
+    run_example("sharded_evaluation", "--out", str(out))
+    values = read_json(out)
+    np.testing.assert_allclose(values["merged"], values["numpy"], rtol=1e-6)
+    np.testing.assert_allclose(values["merged"], values["one_metric"], rtol=1e-6)
+    # Shards of different sizes: averaging their results would be wrong.
+    assert abs(values["mean_of_shards"] - values["numpy"]) > 1e-2 * values["numpy"]
+
+
+TF_ONLY = "MultiWorkerMirroredStrategy is a TensorFlow strategy"
+
+
+@pytest.mark.multiprocess
+@pytest.mark.backends("tensorflow", reason=TF_ONLY)
+def test_tf_multi_worker_equals_one_device(tmp_path):
+    launcher = load_example("tf_multiworker")
+    with launcher.launch(str(tmp_path)) as workers:
+        workers.wait(timeout=240)
+    reference = read_json(tmp_path / "reference.json")
+    assert_consistent(reference)
+    for index in range(launcher.NUM_WORKERS):
+        results = read_json(tmp_path / f"worker{index}.json")
+        assert results["replicas"] == launcher.NUM_WORKERS
+        assert_consistent(results)
+        assert_same_as_one_device(results, reference)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.backends("tensorflow", reason=TF_ONLY)
+def test_tf_multi_worker_dead_worker_fails_fast(tmp_path):
+    launcher = load_example("tf_multiworker")
+    workers = launcher.launch(str(tmp_path), ("--crash-after-epoch", "1"))
+    with workers:
+        started = time.monotonic()
+        with pytest.raises(launcher.WorkerFailed, match="worker1 exited with status 3") as info:
+            workers.wait(timeout=240)
+        elapsed = time.monotonic() - started
+    # Worker 0 waits for worker 1 forever inside a collective; the launcher
+    # notices the crash and stops it, long before the timeout.
+    assert elapsed < 90, f"the crash was reported after {elapsed:.0f} s"
+    assert "worker 1: epoch 1 done" in str(info.value)
+    assert all(p.poll() is not None for p in workers.processes)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.backends("tensorflow", reason="the launcher of the TensorFlow multi-worker example")
+def test_worker_launcher_timeout_kills_every_process_group(tmp_path):
+    launcher = load_example("tf_multiworker")
+    # A child that starts a grandchild of its own, then both sleep.
+    code = (
+        "import subprocess, sys, time\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "print(g.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    names = ["sleeper0", "sleeper1"]
+    workers = launcher.Workers(
+        [[sys.executable, "-c", code]] * 2, [dict(os.environ)] * 2, str(tmp_path), names
+    )
+    with workers:
+        deadline = time.monotonic() + 30
+        while not all(os.path.getsize(log) for log in workers.logs):
+            assert time.monotonic() < deadline, "the sleepers did not start"
+            time.sleep(0.1)
+        grandchildren = [int(open(log).read()) for log in workers.logs]
+        started = time.monotonic()
+        with pytest.raises(launcher.WorkerFailed, match="sleeper0, sleeper1 still running"):
+            workers.wait(timeout=1)
+        assert time.monotonic() - started < 10
+    assert all(p.returncode == -9 for p in workers.processes)
+    for pid in grandchildren:
+        deadline = time.monotonic() + 10
+        while _alive(pid):
+            assert time.monotonic() < deadline, f"grandchild {pid} survived"
+            time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for its new parent counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
