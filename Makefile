@@ -57,7 +57,7 @@ docs: $(STAMP)
 	$(BIN)/python -m sphinx -W --keep-going -E -b html docs docs/_build/html
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff check src tests benchmarks docs examples
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .hypothesis keras-extras-demo

@@ -219,6 +219,8 @@ def report(problems: list[str], label: str) -> int:
         for line in problems:
             print("  " + line)
         return 1
-    print(f"{label}: loss, rmse, val_loss, val_rmse, evaluate and weights equal the "
-          f"one-device run to rtol {RTOL}")
+    print(
+        f"{label}: loss, rmse, val_loss, val_rmse, evaluate and weights equal the "
+        f"one-device run to rtol {RTOL}"
+    )
     return 0

@@ -89,7 +89,10 @@ class Workers:
                     # A session of its own, so that stop() reaches its children too.
                     self.processes.append(
                         subprocess.Popen(
-                            command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            command,
+                            env=env,
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
                             start_new_session=True,
                         )
                     )
@@ -249,7 +252,8 @@ def main() -> int:
     parser.add_argument("--out", help="where a worker or the reference writes its numbers")
     parser.add_argument("--timeout", type=float, default=300, help="launcher: seconds to wait")
     parser.add_argument(
-        "--crash-after-epoch", type=int,
+        "--crash-after-epoch",
+        type=int,
         help="for testing the launcher: worker 1 exits with status 3 after this epoch",
     )
     args = parser.parse_args()
@@ -264,8 +268,10 @@ def main() -> int:
     import common
 
     with tempfile.TemporaryDirectory() as folder:
-        extra = () if args.crash_after_epoch is None else (
-            "--crash-after-epoch", str(args.crash_after_epoch)
+        extra = (
+            ()
+            if args.crash_after_epoch is None
+            else ("--crash-after-epoch", str(args.crash_after_epoch))
         )
         with launch(folder, extra) as workers:
             workers.wait(args.timeout)

@@ -669,8 +669,8 @@ def test_non_finite_values_are_gaps_and_best_epochs_are_marked():
     assert accuracy_panel["best"].get_label().startswith("_")
 
 
-def test_best_direction_comes_from_keras(trained):
-    model = trained[0]
+def test_best_direction_comes_from_keras(trained, plotted):
+    model = trained[0]  # built by the fit in `plotted`: compiled metrics exist only then
     assert callbacks_module._directions(model) == {"loss": "min", "accuracy": "max"}
 
 

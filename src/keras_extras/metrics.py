@@ -9,6 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_extras import _steps
 from keras_extras._export import export
 
 _Shape = tuple
@@ -67,25 +68,9 @@ def align_targets(y_true: Any, y_pred: Any) -> tuple[Any, Any | None]:
     return None, labels
 
 
-def _torch_compiling() -> bool:
-    # Reading a value under torch.compile would break the graph and recompile it
-    # for every batch; the NaN that invalid labels produce needs no graph break.
-    if keras.backend.backend() != "torch":
-        return False
-    import torch
-
-    return torch.compiler.is_compiling()
-
-
 def _concrete(x: Any) -> np.ndarray | None:
     """The value of `x` in an eager call; None while a graph is being traced."""
-    if _torch_compiling():
-        return None
-    try:
-        return ops.convert_to_numpy(x)
-    except (NotImplementedError, TypeError):
-        # tf.function raises NotImplementedError, a JAX tracer TypeError.
-        return None
+    return None if _steps.is_symbolic(x) else ops.convert_to_numpy(x)
 
 
 def _check_labels(labels: np.ndarray, classes: int) -> None:

@@ -68,7 +68,7 @@ def _loss_scale(optimizer: Any) -> Any | None:
 
 
 class _CompiledMetrics:
-    """What tf.keras 2's `model.compiled_metrics` was, for the classic step."""
+    """What Keras 2's `model.compiled_metrics` was, for the classic step."""
 
     def __init__(self, model: CustomModel) -> None:
         self._model = model
@@ -93,7 +93,7 @@ class CustomModel(keras.Model):
     Its `train_step` and `test_step` do what `keras.Model`'s do, on the
     TensorFlow, JAX and PyTorch backends: the same weights and the same
     History for the same seed, data and optimizer. What they add is a step
-    that can be changed without writing backend code, and a tf.keras 2
+    that can be changed without writing backend code, and a Keras 2
     `compiled_loss`/`compiled_metrics` that report the true loss.
 
     Build it in any of three ways:
@@ -126,7 +126,7 @@ class CustomModel(keras.Model):
     `compile()`, as usual; the step scales the loss and the hooks see
     unscaled gradients.
 
-    **The classic tf.keras 2 step.** A subclass may override `train_step`
+    **The classic Keras 2 step.** A subclass may override `train_step`
     in the old style: `self.compiled_loss(y, y_pred)` returns the total
     loss and records it in the loss tracker, and
     `self.compiled_metrics.update_state(y, y_pred)` updates the compiled
@@ -168,7 +168,7 @@ class CustomModel(keras.Model):
     >>> bool(abs(logs["loss"] - -np.log(probs[np.arange(64), y]).mean()) < 1e-5)
     True
 
-    The classic tf.keras 2 step (the TensorFlow form; on PyTorch use
+    The classic Keras 2 step (the TensorFlow form; on PyTorch use
     `loss.backward()` and `self.optimizer.apply`):
 
     ```python
@@ -388,7 +388,7 @@ class CustomModel(keras.Model):
         sample_weight: Any = None,
         regularization_losses: list | None = None,
     ) -> Any:
-        """tf.keras 2's `model.compiled_loss`: the total loss, recorded once.
+        """Keras 2's `model.compiled_loss`: the total loss, recorded once.
 
         It returns the compiled loss plus the regularisation losses and
         records that total in the loss tracker, so that a classic custom
@@ -403,7 +403,7 @@ class CustomModel(keras.Model):
             regularization_losses: The losses to add to the compiled loss.
                 None (the default) adds the model's own `self.losses`, so the
                 total is the loss that `fit` minimises and `evaluate` reports;
-                tf.keras 2 added none unless they were passed. Pass `[]` to
+                Keras 2 added none unless they were passed. Pass `[]` to
                 leave them out.
 
         Returns:
@@ -422,7 +422,7 @@ class CustomModel(keras.Model):
 
     @property
     def compiled_metrics(self) -> _CompiledMetrics:
-        """tf.keras 2's `model.compiled_metrics`, for a classic custom step.
+        """Keras 2's `model.compiled_metrics`, for a classic custom step.
 
         Its `update_state(y, y_pred, sample_weight=None)` updates the metrics
         given to `compile()`; unlike `keras.Model`'s deprecated shim it

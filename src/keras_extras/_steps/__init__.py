@@ -1,8 +1,8 @@
-"""CustomModel's training and test steps: the one dispatch point to the backends.
+"""The one dispatch point to backend-specific code: CustomModel's steps and more.
 
 Each backend has one small module here (`tensorflow`, `jax`, `torch`) with the
-same three functions, `train_step`, `test_step` and `replicas_in_sync`, and
-nothing else. It is imported on first use, so importing keras_extras never
+same four functions, `train_step`, `test_step`, `replicas_in_sync` and
+`is_symbolic`, and nothing else. It is imported on first use, so importing keras_extras never
 imports a backend. The helpers below hold what the three steps share, so that
 the loss is recorded alike on every backend.
 """
@@ -34,6 +34,11 @@ def backend_steps() -> types.ModuleType:
             )
         module = _LOADED[name] = importlib.import_module(f"{__name__}.{name}")
     return module
+
+
+def is_symbolic(x: Any) -> bool:
+    """Whether `x` is being traced into a compiled graph, so has no value to read."""
+    return backend_steps().is_symbolic(x)
 
 
 def replicas_in_sync() -> int:

@@ -115,3 +115,8 @@ def test_step(model: Any, state: tuple, data: Any) -> tuple[dict, tuple]:
     )
     non_trainable, metrics_vars = _values(new, "non_trainable", "metrics")
     return logs, (trainable, non_trainable, metrics_vars)
+
+
+def is_symbolic(x: Any) -> bool:
+    """Whether `x` is a tracer (jax.jit, or the stateless step under jit)."""
+    return isinstance(x, jax.core.Tracer)

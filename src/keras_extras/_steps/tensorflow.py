@@ -39,3 +39,8 @@ def test_step(model: Any, data: Any) -> dict:
     y_pred = _steps.forward(model, x, training=False)
     _steps.step_loss(model, x, y, y_pred, sample_weight, training=False)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def is_symbolic(x: Any) -> bool:
+    """Whether `x` is being traced (tf.function) rather than computed eagerly."""
+    return not tf.executing_eagerly()

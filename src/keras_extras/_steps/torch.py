@@ -42,3 +42,12 @@ def test_step(model: Any, data: Any) -> dict:
     y_pred = _steps.forward(model, x, training=False)
     _steps.step_loss(model, x, y, y_pred, sample_weight, training=False)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def is_symbolic(x: Any) -> bool:
+    """Whether `x` has no value to read: torch.compile is tracing, or it is on "meta".
+
+    Reading a value would break torch.compile's graph; Keras first builds
+    compiled metrics on the meta device.
+    """
+    return torch.compiler.is_compiling() or (isinstance(x, torch.Tensor) and x.is_meta)
