@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 BACKENDS ?= tensorflow jax torch
-PYTEST_ARGS ?=
+# Two workers: most tests wait on Python overhead, not arithmetic, on two cores.
+PYTEST_ARGS ?= -n 2
 # The dev environment runs all three backends side by side. tensorflow-cpu is the same
 # TensorFlow without the GPU kernels; torch==2.13.0 is pinned to the CPU wheel.
 BACKEND_PACKAGES := tensorflow-cpu jax[cpu] torch

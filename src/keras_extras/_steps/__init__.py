@@ -53,6 +53,14 @@ def forward(model: Any, x: Any, training: bool) -> Any:
     return model(x)
 
 
+def evaluate_batch(model: Any, data: Any) -> dict:
+    """A test step's work, alike on every backend: forward pass, loss, metrics."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    y_pred = forward(model, x, training=False)
+    step_loss(model, x, y, y_pred, sample_weight, training=False)
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
 def batch_size(x: Any) -> Any:
     """The number of samples in a batch, the weight of its loss in the epoch mean."""
     first = next(t for t in keras.tree.flatten(x) if t is not None)

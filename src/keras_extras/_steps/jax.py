@@ -98,15 +98,8 @@ def train_step(model: Any, state: tuple, data: Any) -> tuple[dict, tuple]:
 def test_step(model: Any, state: tuple, data: Any) -> tuple[dict, tuple]:
     """One evaluation step: `(logs, new_state)` from `(state, data)`."""
     trainable, non_trainable, metrics_vars = state
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-
-    def forward_loss_and_metrics():
-        y_pred = _steps.forward(model, x, training=False)
-        _steps.step_loss(model, x, y, y_pred, sample_weight, training=False)
-        return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
     logs, new = _stateless(
-        forward_loss_and_metrics,
+        lambda: _steps.evaluate_batch(model, data),
         {
             "trainable": (model.trainable_variables, trainable),
             "non_trainable": (model.non_trainable_variables, non_trainable),

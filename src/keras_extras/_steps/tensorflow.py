@@ -35,10 +35,7 @@ def train_step(model: Any, data: Any) -> dict:
 
 def test_step(model: Any, data: Any) -> dict:
     """One evaluation step."""
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    y_pred = _steps.forward(model, x, training=False)
-    _steps.step_loss(model, x, y, y_pred, sample_weight, training=False)
-    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+    return _steps.evaluate_batch(model, data)
 
 
 def is_symbolic(x: Any) -> bool:
