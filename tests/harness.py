@@ -1,15 +1,15 @@
 """The one test harness every component's tests call.
 
 It checks what every public object promises: a complete `get_config`, a round trip
-through `from_config` and through a `.keras` file loaded in a fresh process, runnable
-docstring examples and, for layers, the standard battery of `run_layer_test`.
+through `from_config` and through a `.keras` file loaded in a fresh process and, for
+layers, the standard battery of `run_layer_test`. Docstring examples are run for every
+module at once by tests/test_docs.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import doctest
 import importlib
 import inspect
 import json
@@ -147,21 +147,6 @@ def jit(fn: Any) -> Any:
     import torch
 
     return torch.compile(fn)
-
-
-def run_doctests(obj: Any) -> None:
-    """Runs the `>>>` examples of `obj`'s own docstring on the current backend.
-
-    Fails if any example fails, or if the docstring has none.
-    """
-    finder = doctest.DocTestFinder(recurse=False)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    name = getattr(obj, "__qualname__", repr(obj))
-    for test in finder.find(obj, name, globs={}):
-        runner.run(test)
-    result = runner.summarize(verbose=False)
-    assert result.attempted > 0, f"{name}'s docstring has no >>> example"
-    assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {name} failed"
 
 
 def _numpy(x: Any) -> np.ndarray:
@@ -410,12 +395,3 @@ def assert_same_training(
     assert len(weights) == len(reference_weights)
     for i, (w, r) in enumerate(zip(weights, reference_weights, strict=True)):
         np.testing.assert_allclose(w, r, rtol=tol, atol=tol, err_msg=f"weight {i}")
-
-
-def assert_doctests_pass(module: Any) -> None:
-    """Runs the `>>>` examples of `module` on the current backend; all must pass."""
-    import doctest
-
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0, f"{module.__name__} has no examples"
-    assert result.failed == 0, f"{result.failed} example(s) of {module.__name__} failed"

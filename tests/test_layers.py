@@ -22,7 +22,6 @@ from keras_extras import (
 from tests.harness import (
     BACKEND,
     assert_config_roundtrip,
-    run_doctests,
     run_in_fresh_process,
     run_layer_test,
 )
@@ -122,21 +121,6 @@ def test_standard_layer_harness():
     assert counter(layers["eager"]) == 0
     assert counter(layers["trained"]) == 1  # one batch in `fit`
     assert counter(layers["mixed"]) == 1  # its training=True call
-
-
-@pytest.mark.parametrize(
-    "obj",
-    [
-        ScheduledDropout,
-        DropoutSchedule,
-        ExponentialRampSchedule,
-        LinearWarmupSchedule,
-        ConstantSchedule,
-    ],
-    ids=lambda c: c.__name__,
-)
-def test_docstring_examples_run(obj):
-    run_doctests(obj)
 
 
 # --- Inference -------------------------------------------------------------------

@@ -23,7 +23,6 @@ from tests.custom_models import (
     twin,
 )
 from tests.harness import (
-    assert_doctests_pass,
     assert_same_training,
     warnings_as_errors,
     weight_values,
@@ -329,10 +328,3 @@ def test_nan_loss_shows_in_logs_and_stops_with_terminate_on_nan():
     assert len(seen) == 2 and math.isfinite(seen[0]) and math.isnan(seen[1])
     assert model.stop_training
     assert len(history.history["loss"]) == 1 and math.isnan(history.history["loss"][0])
-
-
-# --- Docs ------------------------------------------------------------------------------
-
-
-def test_docstring_examples_run():
-    assert_doctests_pass(keras_extras.models)
