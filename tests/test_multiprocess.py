@@ -135,11 +135,18 @@ def test_jax_dead_process_is_reported_within_seconds(tmp_path):
 
 
 @pytest.mark.multiprocess
-@pytest.mark.backends("torch", reason="torch.distributed evaluates a Keras model on torch")
-def test_torch_distributed_evaluation_merges_to_one_process(tmp_path):
+@pytest.mark.backends("torch", reason="torch.distributed with a Keras model on the torch backend")
+def test_torch_distributed_evaluation_and_ddp_training_equal_one_process(tmp_path):
+    # One launch: the ranks evaluate, then train.
     out = tmp_path / "values.json"
     run_example("torch_distributed_evaluation", "--out", str(out))
     values = read_json(out)
+    assert_sharded_evaluation_merges_to_one_process(values)
+    assert_ddp_training_equals_one_process(values)
+
+
+def assert_sharded_evaluation_merges_to_one_process(values: dict) -> None:
+    """Each rank's RMSE state, gathered and merged: one process's `evaluate`."""
     one_process = values["one_process"]
     np.testing.assert_allclose(one_process, values["numpy"], rtol=1e-6)
     assert set(values["splits"]) == {"even", "uneven"}
@@ -157,3 +164,15 @@ def test_torch_distributed_evaluation_merges_to_one_process(tmp_path):
     # ...or the ranks' results averaged, wrong for shards of different sizes.
     uneven = [values["rank0"]["uneven"]["own"], values["rank1"]["uneven"]["own"]]
     assert abs(np.mean(uneven) - one_process) > MARGIN * 1e-6 * one_process
+
+
+def assert_ddp_training_equals_one_process(values: dict) -> None:
+    """A torch loop around the Keras model in DDP: the one-process loop's weights and RMSE."""
+    single = values["one_process_training"]
+    assert single["epoch_rmse"][1] < single["epoch_rmse"][0], "the loop must train"
+    for rank in ("rank0", "rank1"):
+        ddp = values[rank]["ddp"]
+        # The merged RMSE of the ranks' halves is the RMSE of the global batches.
+        np.testing.assert_allclose(ddp["epoch_rmse"], single["epoch_rmse"], rtol=1e-5)
+        for got, want in zip(ddp["weights"], single["weights"]):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
