@@ -44,12 +44,12 @@ def compile_classifier(model, **kwargs):
     return model
 
 
-def classic_subclass():
-    """The tf.keras 2 custom train_step, in this backend's form."""
+def classic_subclass(base=keras_extras.CustomModel):
+    """The tf.keras 2 custom train_step, in this backend's form, on `base`."""
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
-        class Classic(keras_extras.CustomModel):
+        class Classic(base):
             def train_step(self, data):
                 x, y = data
                 with tf.GradientTape() as tape:
@@ -64,7 +64,7 @@ def classic_subclass():
     else:
         import torch
 
-        class Classic(keras_extras.CustomModel):
+        class Classic(base):
             def train_step(self, data):
                 x, y = data
                 self.zero_grad()
