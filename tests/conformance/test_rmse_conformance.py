@@ -346,10 +346,10 @@ def test_default_dtype_is_floatx_not_the_policy(restore_dtype_policy):
 # --- In compile and fit -------------------------------------------------------------
 
 
-def history_of_both(
+def assert_same_in_fit(
     model_fn, x, y, sample_weight=None, jit_compile=False, validation=True, loss="mse"
 ):
-    """One model with both metrics: the built-in's and ours' History columns."""
+    """One model with both metrics: the built-in's and ours' History and evaluate agree."""
     keras.utils.set_random_seed(0)
     model = model_fn()
     metrics = [BUILTIN(), OURS()]
@@ -365,41 +365,31 @@ def history_of_both(
         validation_data=val if validation else None,
         verbose=0,
     ).history
+    for prefix in ("", "val_") if validation else ("",):
+        np.testing.assert_allclose(
+            history[prefix + "rmse"], history[prefix + "root_mean_squared_error"], rtol=RTOL
+        )
     logs = model.evaluate(
         x, y, sample_weight=sample_weight, batch_size=8, verbose=0, return_dict=True
     )
-    return history, logs
+    assert logs["rmse"] == pytest.approx(logs["root_mean_squared_error"], rel=RTOL)
+
+
+def dense_regression():
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = rng.normal(size=(32, 2)).astype("float32")
+    return (lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])), x, y
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_in_compile_and_fit(jit_compile):
-    rng = np.random.default_rng(8)
-    x = rng.normal(size=(32, 4)).astype("float32")
-    y = rng.normal(size=(32, 2)).astype("float32")
-
-    def model_fn():
-        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-
-    history, logs = history_of_both(model_fn, x, y, jit_compile=jit_compile)
-    for prefix in ("", "val_"):
-        np.testing.assert_allclose(
-            history[prefix + "rmse"], history[prefix + "root_mean_squared_error"], rtol=RTOL
-        )
-    assert logs["rmse"] == pytest.approx(logs["root_mean_squared_error"], rel=RTOL)
+    assert_same_in_fit(*dense_regression(), jit_compile=jit_compile)
 
 
 def test_in_fit_under_mixed_precision(restore_dtype_policy):
     keras.config.set_dtype_policy("mixed_float16")
-    rng = np.random.default_rng(9)
-    x = rng.normal(size=(32, 4)).astype("float32")
-    y = rng.normal(size=(32, 2)).astype("float32")
-
-    def model_fn():
-        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-
-    history, logs = history_of_both(model_fn, x, y, validation=False)
-    np.testing.assert_allclose(history["rmse"], history["root_mean_squared_error"], rtol=RTOL)
-    assert logs["rmse"] == pytest.approx(logs["root_mean_squared_error"], rel=RTOL)
+    assert_same_in_fit(*dense_regression(), validation=False)
 
 
 @pytest.mark.parametrize(
@@ -424,11 +414,4 @@ def test_fit_with_per_timestep_sample_weight(channels, jit_compile):
 
     # Keras's "mse" averages the last axis away, leaving no time axis to weight.
     loss = "mse" if channels else lambda y_true, y_pred: ops.square(y_true - y_pred)
-    history, logs = history_of_both(
-        model_fn, x, y, sample_weight=weight, jit_compile=jit_compile, loss=loss
-    )
-    for prefix in ("", "val_"):
-        np.testing.assert_allclose(
-            history[prefix + "rmse"], history[prefix + "root_mean_squared_error"], rtol=RTOL
-        )
-    assert logs["rmse"] == pytest.approx(logs["root_mean_squared_error"], rel=RTOL)
+    assert_same_in_fit(model_fn, x, y, sample_weight=weight, jit_compile=jit_compile, loss=loss)
