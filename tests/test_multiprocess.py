@@ -3,8 +3,9 @@
 Both start real processes on 127.0.0.1 through the examples' launcher
 (`examples/launcher.py`) and check their numbers against one process: the JAX
 run against a one-device run of the same global batches
-(`examples/jax_multiprocess.py`), the torch ranks' merged RMSE against one
-`evaluate` of all the data (`examples/torch_distributed_evaluation.py`).
+(`examples/jax_multiprocess.py`); the torch ranks' merged RMSE against one
+`evaluate` of all the data, and their DistributedDataParallel loop against the
+same loop in one process (`examples/torch_distributed_evaluation.py`).
 """
 
 from __future__ import annotations
