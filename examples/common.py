@@ -239,7 +239,7 @@ def report(problems: list[str], label: str) -> int:
             print("  " + line)
         return 1
     print(
-        f"{label}: loss, rmse, val_loss, val_rmse, evaluate and weights equal the "
-        f"one-device run to rtol {RTOL}"
+        f"{label}: every logged value, evaluate, the weights and the dropout counter "
+        f"equal the one-device run to rtol {RTOL}"
     )
     return 0

@@ -14,6 +14,12 @@ in one process, to float32 rounding, for an even split and for an uneven one
 Averaging the ranks' own results instead, or losing one rank's state, would be
 far off; the launcher prints both.
 
+The ranks then train a Keras model the way Keras documents for torch: a torch
+training loop around the model wrapped in `DistributedDataParallel`, each rank
+on its half of every global batch, with a `keras_extras.RMSE` per epoch merged
+across the ranks. The final weights and the per-epoch RMSE must equal the same
+loop on whole batches in one process, to a relative 1e-5.
+
 On a cluster, start one rank per process with `torchrun` (which sets
 `RANK`, `WORLD_SIZE`, `MASTER_ADDR` and `MASTER_PORT`) and call
 `evaluate_shard` there; the launcher here (`launcher.Workers`) adds a hard
@@ -43,6 +49,8 @@ WORLD_SIZE = 2
 BATCH = 16
 # Rank 0's share of the samples in each split; rank 1 takes the rest.
 SPLITS = {"even": 32, "uneven": 5}
+GLOBAL_BATCH = 16
+TRAIN_EPOCHS = 2
 
 
 def shard_bounds(samples: int, first: int) -> list[tuple[int, int]]:
@@ -61,6 +69,54 @@ def evaluate(path: str, x: np.ndarray, y: np.ndarray) -> tuple[float, keras_extr
     model.compile(loss="mean_squared_error", metrics=[rmse])
     logs = model.evaluate(x, y, batch_size=BATCH, verbose=0, return_dict=True)
     return float(logs["rmse"]), rmse
+
+
+def train_loop(x: np.ndarray, y: np.ndarray, rank: int | None = None) -> dict:
+    """The route Keras documents for torch: a torch loop around the Keras model, DDP across ranks.
+
+    Plain SGD on the mean squared error over `TRAIN_EPOCHS` epochs of global
+    batches of `GLOBAL_BATCH`. With `rank`, the model is wrapped in
+    `DistributedDataParallel` and this rank trains on its half of every
+    global batch (DDP averages the ranks' gradients, which for equal halves
+    is the gradient of the whole batch); `keras_extras.RMSE` records each
+    epoch, and the ranks' states are merged into the RMSE of the global batches.
+    Without `rank`, the same loop on whole batches in one process.
+
+    Returns:
+        `epoch_rmse` (one value per epoch) and the final `weights`.
+    """
+    import torch
+    import torch.distributed as dist
+
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential(
+        [keras.Input((x.shape[1],)), keras.layers.Dense(8, "tanh"), keras.layers.Dense(y.shape[1])]
+    )
+    module = model if rank is None else torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    rmse = keras_extras.RMSE()
+    epoch_rmse = []
+    for _ in range(TRAIN_EPOCHS):
+        rmse.reset_state()
+        for start in range(0, len(x), GLOBAL_BATCH):
+            rows = slice(start, start + GLOBAL_BATCH)
+            if rank is not None:
+                half = GLOBAL_BATCH // WORLD_SIZE
+                rows = slice(start + rank * half, start + (rank + 1) * half)
+            inputs, targets = torch.from_numpy(x[rows]), torch.from_numpy(y[rows])
+            predictions = module(inputs)
+            loss = torch.mean((predictions - targets) ** 2)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            rmse.update_state(targets, predictions.detach())
+        if rank is None:
+            epoch_rmse.append(float(rmse.result()))
+        else:
+            states = [None] * WORLD_SIZE
+            dist.all_gather_object(states, rmse.get_state())
+            epoch_rmse.append(float(merge(states).result()))
+    return {"epoch_rmse": epoch_rmse, "weights": [w.tolist() for w in model.get_weights()]}
 
 
 def run_rank(rank: int, port: int, folder: str) -> None:
@@ -86,6 +142,7 @@ def run_rank(rank: int, port: int, folder: str) -> None:
                 "states": states,
                 "merged": float(merge(states).result()),
             }
+        results["ddp"] = train_loop(x, y, rank)
     finally:
         dist.destroy_process_group()
     with open(os.path.join(folder, f"rank{rank}.json"), "w") as f:
@@ -116,6 +173,7 @@ def run(timeout: float = 240) -> dict:
             with open(os.path.join(folder, f"{name}.json")) as f:
                 results[name] = json.load(f)
         one_process, _ = evaluate(path, x, y)
+        one_process_training = train_loop(x, y)
         predictions = keras.saving.load_model(path).predict(x, batch_size=BATCH, verbose=0)
     error = predictions.astype("float64") - y.astype("float64")
     return {
@@ -123,6 +181,7 @@ def run(timeout: float = 240) -> dict:
         "numpy": float(np.sqrt(np.mean(error**2))),
         "samples": len(x),
         "splits": SPLITS,
+        "one_process_training": one_process_training,
         **results,
     }
 
@@ -156,6 +215,18 @@ def main() -> int:
             f"{values['one_process']:.7f} ({'equal' if ok else 'MISMATCH'}); "
             f"mean of the ranks' results {np.mean(own):.7f}, rank 0 alone {own[0]:.7f}"
         )
+    ddp, single = values["rank0"]["ddp"], values["one_process_training"]
+    same = all(
+        np.allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+        for a, b in zip(
+            ddp["weights"] + [ddp["epoch_rmse"]], single["weights"] + [single["epoch_rmse"]]
+        )
+    )
+    status |= not same
+    print(
+        f"DDP training over {WORLD_SIZE} ranks: epoch RMSE {ddp['epoch_rmse']}, one process "
+        f"{single['epoch_rmse']}; weights {'equal' if same else 'MISMATCH'}"
+    )
     return status
 
 

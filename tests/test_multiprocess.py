@@ -3,8 +3,9 @@
 Both start real processes on 127.0.0.1 through the examples' launcher
 (`examples/launcher.py`) and check their numbers against one process: the JAX
 run against a one-device run of the same global batches
-(`examples/jax_multiprocess.py`), the torch ranks' merged RMSE against one
-`evaluate` of all the data (`examples/torch_distributed_evaluation.py`).
+(`examples/jax_multiprocess.py`); the torch ranks' merged RMSE against one
+`evaluate` of all the data, and their DistributedDataParallel loop against the
+same loop in one process (`examples/torch_distributed_evaluation.py`).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ def test_jax_two_processes_equal_one_device(tmp_path):
     assert len(workers) == 2
     for name, run in workers.items():
         assert run["processes"] == 2
-        assert run["devices"] == ["cpu:0", "cpu:2048"], "one global mesh of both processes"
+        # One global mesh: each process sees both processes' devices.
+        assert len(set(run["devices"])) == 2
+        assert run["devices"] == workers["worker0"]["devices"]
         assert run["batch_axes"] == ["batch", None]
         assert run["kernel_replicated"]
         problems = common.compare(run, reference)
@@ -135,11 +138,18 @@ def test_jax_dead_process_is_reported_within_seconds(tmp_path):
 
 
 @pytest.mark.multiprocess
-@pytest.mark.backends("torch", reason="torch.distributed evaluates a Keras model on torch")
-def test_torch_distributed_evaluation_merges_to_one_process(tmp_path):
+@pytest.mark.backends("torch", reason="torch.distributed with a Keras model on the torch backend")
+def test_torch_distributed_evaluation_and_ddp_training_equal_one_process(tmp_path):
+    # One launch: the ranks evaluate, then train.
     out = tmp_path / "values.json"
     run_example("torch_distributed_evaluation", "--out", str(out))
     values = read_json(out)
+    assert_sharded_evaluation_merges_to_one_process(values)
+    assert_ddp_training_equals_one_process(values)
+
+
+def assert_sharded_evaluation_merges_to_one_process(values: dict) -> None:
+    """Each rank's RMSE state, gathered and merged: one process's `evaluate`."""
     one_process = values["one_process"]
     np.testing.assert_allclose(one_process, values["numpy"], rtol=1e-6)
     assert set(values["splits"]) == {"even", "uneven"}
@@ -157,3 +167,15 @@ def test_torch_distributed_evaluation_merges_to_one_process(tmp_path):
     # ...or the ranks' results averaged, wrong for shards of different sizes.
     uneven = [values["rank0"]["uneven"]["own"], values["rank1"]["uneven"]["own"]]
     assert abs(np.mean(uneven) - one_process) > MARGIN * 1e-6 * one_process
+
+
+def assert_ddp_training_equals_one_process(values: dict) -> None:
+    """A torch loop around the Keras model in DDP: the one-process loop's weights and RMSE."""
+    single = values["one_process_training"]
+    assert single["epoch_rmse"][1] < single["epoch_rmse"][0], "the loop must train"
+    for rank in ("rank0", "rank1"):
+        ddp = values[rank]["ddp"]
+        # The merged RMSE of the ranks' halves is the RMSE of the global batches.
+        np.testing.assert_allclose(ddp["epoch_rmse"], single["epoch_rmse"], rtol=1e-5)
+        for got, want in zip(ddp["weights"], single["weights"]):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

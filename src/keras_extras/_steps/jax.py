@@ -90,32 +90,40 @@ def train_step(model: Any, state: tuple, data: Any) -> tuple[dict, tuple]:
         }
 
     def scaled_loss(trainable, non_trainable, metrics_vars):
+        # The loss is recorded outside the differentiated function, as Keras's own
+        # step does: with jit off, every operation inside it is traced for the
+        # gradient, at several times the cost of running it.
         def forward_and_loss():
             y_pred = _steps.forward(model, x, training=True)
-            loss = _steps.step_loss(model, x, y, y_pred, sample_weight, training=True)
-            return optimizer.scale_loss(loss), y_pred
+            loss = _steps.unrecorded_loss(model, x, y, y_pred, sample_weight, training=True)
+            return optimizer.scale_loss(loss), (loss, y_pred)
 
-        (loss, y_pred), new = _stateless(
+        (scaled, (loss, y_pred)), new = _stateless(
             forward_and_loss, named_state(trainable, non_trainable, metrics_vars, optimizer_vars)
         )
-        return loss, (y_pred, *_values(new, "non_trainable", "metrics"))
+        return scaled, (loss, y_pred, *_values(new, "non_trainable", "metrics"))
 
     grad_fn = jax.value_and_grad(scaled_loss, has_aux=True)
-    (_, (y_pred, non_trainable, metrics_vars)), gradients = grad_fn(
+    (_, (loss, y_pred, non_trainable, metrics_vars)), gradients = grad_fn(
         trainable, non_trainable, metrics_vars
     )
 
-    # The hook may draw random numbers or update metrics: keep those changes.
-    gradients, new = _stateless(
-        lambda: model._hooked_gradients(gradients, model.trainable_variables),
-        named_state(trainable, non_trainable, metrics_vars, optimizer_vars),
-    )
-    non_trainable, metrics_vars = _values(new, "non_trainable", "metrics")
+    if model._transforms_gradients():
+        # The hook may draw random numbers or update metrics: keep those changes.
+        gradients, new = _stateless(
+            lambda: model._hooked_gradients(gradients, model.trainable_variables),
+            named_state(trainable, non_trainable, metrics_vars, optimizer_vars),
+        )
+        non_trainable, metrics_vars = _values(new, "non_trainable", "metrics")
 
     trainable, optimizer_vars = optimizer.stateless_apply(optimizer_vars, gradients, trainable)
 
+    def record_and_compute_metrics():
+        _steps.record_loss(model, loss, _steps.batch_size(x))
+        return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
     logs, new = _stateless(
-        lambda: model.compute_metrics(x, y, y_pred, sample_weight=sample_weight),
+        record_and_compute_metrics,
         named_state(trainable, non_trainable, metrics_vars, optimizer_vars),
     )
     non_trainable, metrics_vars = _values(new, "non_trainable", "metrics")
