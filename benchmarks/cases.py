@@ -9,6 +9,7 @@ A component missing from `keras_extras` gives a record with status
 from __future__ import annotations
 
 import inspect
+import resource
 import tempfile
 import time
 import traceback
@@ -464,24 +465,34 @@ def _training_plotter(directory: str) -> Any:
     return cls(directory)
 
 
-def _timing_train_hooks(callback: Any, seconds: list[float]) -> Any:
-    """Makes `callback` append to `seconds` the time of its train begin plus train end, per fit.
+def _child_cpu_s() -> float:
+    """CPU seconds of this process's ended and waited-for children, so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
-    For TrainingPlotter these are its fixed costs: starting the drawing process,
-    and waiting for the last file.
+
+def _timing_train_hooks(callback: Any, fixed: list[float], child_cpu: list[float]) -> Any:
+    """Makes `callback` record, per fit, its time in train begin plus train end, and
+    the CPU time of the child processes it ended during the fit.
+
+    For TrainingPlotter these are its fixed costs (starting the drawing process,
+    waiting for the last file) and the work of its drawing process, which the
+    training shares the CPU with.
     """
     begin, end = callback.on_train_begin, callback.on_train_end
-    started: list[float] = []
+    started: list[tuple[float, float]] = []
 
     def on_train_begin(logs: dict | None = None) -> None:
-        start = time.perf_counter()
+        cpu, start = _child_cpu_s(), time.perf_counter()
         begin(logs)
-        started.append(time.perf_counter() - start)
+        started.append((time.perf_counter() - start, cpu))
 
     def on_train_end(logs: dict | None = None) -> None:
         start = time.perf_counter()
         end(logs)
-        seconds.append(started.pop() + time.perf_counter() - start)
+        seconds, cpu = started.pop()
+        fixed.append(seconds + time.perf_counter() - start)
+        child_cpu.append(_child_cpu_s() - cpu)
 
     callback.on_train_begin, callback.on_train_end = on_train_begin, on_train_end
     return callback
@@ -521,11 +532,13 @@ def callback_overhead(settings: Settings) -> Iterator[dict[str, Any]]:
                 # One model for both sides: only the callback list differs.
                 model = _mlp(keras.Model, keras.layers.Dropout(0.5))
                 fixed: list[float] = []
-                callback = _timing_train_hooks(make(), fixed)
+                child_cpu: list[float] = []
+                callback = _timing_train_hooks(make(), fixed, child_cpu)
                 measured = _fit_comparison(
                     model, model, settings, epochs, callbacks_b=[callback], repeats=repeats
                 )
                 measured["fixed_s"] = timing.summarize(fixed)
+                measured["child_cpu_s"] = timing.summarize(child_cpu)
                 return measured
 
             fit_seconds = (settings.epoch_seconds or 0) * epochs

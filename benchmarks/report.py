@@ -76,6 +76,12 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.4g}"
 
 
+def _ms_range(side: dict[str, Any]) -> str:
+    return (
+        f"{side['median_s'] * 1e3:,.0f} ms [{side['min_s'] * 1e3:,.0f}, {side['max_s'] * 1e3:,.0f}]"
+    )
+
+
 def _side_cell(side: dict[str, Any]) -> str:
     return f"{_ms(side['median_s'])} [{_ms(side['min_s'])}, {_ms(side['max_s'])}]"
 
@@ -142,8 +148,13 @@ def document(runs: list[dict[str, Any]]) -> list[Block]:
         blocks.append(("heading", 3, f"Missed targets ({device_title})"))
         blocks.append(("list", missed) if missed else ("text", "None: every target was met."))
         fixed = [
-            f"{b}, {rec['title']}: {rec['fixed_s']['median_s'] * 1e3:,.0f} ms "
-            f"[{rec['fixed_s']['min_s'] * 1e3:,.0f}, {rec['fixed_s']['max_s'] * 1e3:,.0f}]"
+            f"{b}, {rec['title']}: {_ms_range(rec['fixed_s'])}"
+            + (
+                f"; its child processes used {_ms_range(rec['child_cpu_s'])} of CPU"
+                if rec.get("child_cpu_s", {}).get("max_s")
+                else ""
+            )
+            + f"; median fit {(rec['b']['median_s'] - rec['a']['median_s']) * 1e3:+,.0f} ms"
             for b in backends
             for rec in by_backend[b].values()
             if rec["status"] == "ok" and "fixed_s" in rec
@@ -155,7 +166,9 @@ def document(runs: list[dict[str, Any]]) -> list[Block]:
                     "text",
                     "Time inside the callback's `on_train_begin` plus `on_train_end` in "
                     "each `fit` with it (for TrainingPlotter: starting the drawing process, "
-                    "and waiting for the last file), median [min, max] over every such fit.",
+                    "and waiting for the last file), and the CPU time of the child "
+                    "processes it ended, median [min, max] over every such fit; then the "
+                    "median fit's time with the callback minus that without.",
                 )
             )
             blocks.append(("list", fixed))
