@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_extras  # noqa: F401  (registers the classes the checkpoint holds)
 import keras_extras_cli
 from keras_extras_cli import main
 from keras_extras_cli.data import load_data

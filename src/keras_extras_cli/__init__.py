@@ -188,11 +188,13 @@ _ABSL_NOTICE = re.compile(
 def quiet_tensorflow() -> Iterator[None]:
     """Silences TensorFlow's C++ logging, unless the user set `TF_CPP_MIN_LOG_LEVEL`.
 
-    `TF_CPP_MIN_LOG_LEVEL=3` silences what TensorFlow logs once it runs. But while it
+    `TF_CPP_MIN_LOG_LEVEL=3` silences what TensorFlow logs once it runs. But when it
     is imported, TensorFlow 2.21 prints its oneDNN and CUDA notices through absl
-    before it reads that level (twice, and whatever the level). So inside this
-    context, what is written to stderr goes to a temporary file, and is then written
-    out without absl's info and warning lines; errors and Python's output stay.
+    before it reads that level (twice, and whatever the level), and Keras imports it
+    wherever it is installed, on any backend (`keras.utils.set_random_seed` seeds it
+    too). So inside this context, what is written to stderr goes to a temporary file,
+    and is written out at the end without absl's info and warning lines; errors and
+    Python's warnings stay.
     """
     if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
         yield
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     with quiet_tensorflow():
         from keras_extras import demo  # imports Keras, which reads KERAS_BACKEND now
 
-    return demo.run(data, out, epochs=args.epochs, seed=args.seed)
+        return demo.run(data, out, epochs=args.epochs, seed=args.seed)
 
 
 def _error(message: str) -> None:
