@@ -70,8 +70,10 @@ bench-quick: $(STAMP)
 	done; \
 	$(BIN)/python -m benchmarks.report --results $$out
 
+# The command silences TensorFlow's start-up logging itself unless TF_CPP_MIN_LOG_LEVEL
+# is set, so the default above (for the tests) is not passed on; a user's own value is.
 demo: $(STAMP)
-	$(BIN)/python -m keras_extras_cli demo
+	$(if $(filter file,$(origin TF_CPP_MIN_LOG_LEVEL)),env -u TF_CPP_MIN_LOG_LEVEL )$(BIN)/python -m keras_extras_cli demo
 
 # Warnings are errors, and every page is rebuilt (-E) so none is hidden by a cache.
 docs: $(STAMP)
