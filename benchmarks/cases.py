@@ -60,6 +60,10 @@ class Settings:
     epoch_seconds: float  # the length `fit` epochs are calibrated to
     callback_epochs: int  # epochs per timed `fit` in the callback benchmarks
     quick_steps: int  # steps per epoch in quick mode, instead of calibrating
+    scaling_batches: tuple[int, ...]  # batch sizes of the scaling figure
+    scaling_repeats: int  # counted pairs per point of the scaling figure
+    scaling_min_sample_s: float
+    copy_bytes: int  # size of the array whose copy measures the memory bandwidth
 
 
 FULL = Settings(
@@ -74,6 +78,11 @@ FULL = Settings(
     epoch_seconds=1.0,
     callback_epochs=2,
     quick_steps=0,
+    # Factors of 4 from 32, then the 2**20 the issue asks for.
+    scaling_batches=(32, 128, 512, 2048, 8192, 32768, 131072, 524288, 1048576),
+    scaling_repeats=3,
+    scaling_min_sample_s=0.05,
+    copy_bytes=256 * 2**20,  # several times any CPU's L3 and the H200's 60 MB L2
 )
 QUICK = Settings(
     quick=True,
@@ -87,6 +96,10 @@ QUICK = Settings(
     epoch_seconds=0.0,
     callback_epochs=1,
     quick_steps=2,
+    scaling_batches=(32, 1024),
+    scaling_repeats=2,
+    scaling_min_sample_s=0.0,
+    copy_bytes=2**20,
 )
 
 
@@ -212,22 +225,25 @@ def _compiled_runner(metric: Any, prepare: Callable, data: tuple[list, list], n:
     return run
 
 
-def _metric_comparison(kind: str, mode: str, batch: int, settings: Settings) -> dict[str, Any]:
+def metric_comparison(
+    kind: str,
+    mode: str,
+    batch: int,
+    n: int,
+    repeats: int,
+    warmup: int,
+    min_sample_s: float,
+) -> dict[str, Any]:
+    """Times `n` updates of the built-in RMSE (A) and ours (B), then checks both results."""
     data = _metric_data(kind, batch)
     reference, ours = keras.metrics.RootMeanSquaredError(), keras_extras.RMSE()
     runner = _compiled_runner if mode == "compiled" else _eager_runner
-    n = settings.compiled_updates if mode == "compiled" else settings.eager_updates
     # Each call ends by copying the metric's state to NumPy, which also waits for
     # asynchronous device work to finish.
     run_a = runner(reference, _one_hot if kind == "sparse" else _as_is, data, n)
     run_b = runner(ours, _as_is, data, n)
     measured = compare(
-        run_a,
-        run_b,
-        repeats=settings.repeats,
-        warmup=settings.warmup,
-        work=n * batch,
-        min_sample_s=settings.min_sample_s,
+        run_a, run_b, repeats=repeats, warmup=warmup, work=n * batch, min_sample_s=min_sample_s
     )
     # A timing of code that computed something else would be worthless. Every
     # call feeds the same batches in the same order, so both results are those
@@ -268,8 +284,14 @@ def metric_update(settings: Settings) -> Iterator[dict[str, Any]]:
                         "classes": CLASSES,
                         "compiler": compiler if mode == "compiled" else "none",
                     },
-                    lambda kind=kind, mode=mode, batch=batch: _metric_comparison(
-                        kind, mode, batch, settings
+                    lambda kind=kind, mode=mode, batch=batch: metric_comparison(
+                        kind,
+                        mode,
+                        batch,
+                        settings.compiled_updates if mode == "compiled" else settings.eager_updates,
+                        settings.repeats,
+                        settings.warmup,
+                        settings.min_sample_s,
                     ),
                 )
 

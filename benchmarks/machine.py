@@ -131,7 +131,12 @@ def backend_versions(backend: str) -> dict[str, str]:
 
 
 def git_commit() -> str | None:
-    """The commit of the checkout the benchmarks ran from, if it is one."""
+    """The commit of the checkout the benchmarks ran from.
+
+    A copy of the tree without `.git` (as sent to a GPU machine) names it in the
+    environment variable `BENCH_GIT_COMMIT` instead.
+    """
+    fallback = os.environ.get("BENCH_GIT_COMMIT") or None
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -141,10 +146,10 @@ def git_commit() -> str | None:
             cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.SubprocessError):
-        return None
+        return fallback
     if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
+        return fallback
+    return out.stdout.strip() or fallback
 
 
 def describe(device: str) -> dict[str, Any]:

@@ -6,7 +6,9 @@ writes, next to the JSON files:
 
 * `README.md`, the tables in Markdown;
 * `table.rst`, the same in reStructuredText, included by docs/benchmarks.rst;
-* `ratios.png`, a chart of the median ratios B/A against their targets.
+* `ratios.png`, a chart of the median ratios B/A against their targets;
+* `scaling-<device>.png`, RMSE update time against batch size with its memory
+  floor, for each device whose runs measured it.
 
 It imports neither Keras nor a backend; the chart needs matplotlib.
 """
@@ -91,6 +93,10 @@ def _machine_line(run: dict[str, Any]) -> str:
         line += f", commit {m['git_commit']}"
     if "seconds" in run:
         line += f", {run['seconds']:.0f} s"
+    for stage, origin in run.get("carried", {}).items():
+        line += f"; {stage} from the run of {origin['started']}"
+        if origin.get("git_commit"):
+            line += f", commit {origin['git_commit']}"
     if run.get("quick"):
         line += " (quick smoke run: sizes too small for the figures to mean anything)"
     if not run.get("complete", True):
@@ -145,6 +151,7 @@ def document(runs: list[dict[str, Any]]) -> list[Block]:
             blocks.append(("heading", 3, f"Not measured ({device_title})"))
             blocks.append(("list", absent))
 
+        blocks += _scaling_blocks(device, device_title, device_runs)
         blocks.append(("heading", 3, f"Details ({device_title})"))
         blocks.append(
             (
@@ -176,6 +183,82 @@ def document(runs: list[dict[str, Any]]) -> list[Block]:
             header = ["Comparison", "A", "B", "A ms", "B ms", "B/A", "A samples/s", "B samples/s"]
             blocks.append(("table", header, rows))
     return blocks
+
+
+SCALING_TEXT = (
+    "Time of one RMSE update against the batch size (10 float32 classes), for the "
+    "built-in (A: `keras.metrics.RootMeanSquaredError`, after `one_hot` for sparse "
+    "labels) and ours (B), eager and compiled as in the table above. The floor is the "
+    "bytes an update must read (predictions and targets, or predictions and int32 "
+    "labels, once) over the bandwidth of a plain array copy (`y = -x`, {copy} MiB, "
+    "bytes read plus written, the fastest of five) timed on the same device in the same "
+    "run: {bandwidth}. Below the size of the caches the inputs are not read from memory "
+    "and the floor bounds nothing. *Linear from* is the smallest batch from which every "
+    "step to the next batch size grows the time at least 3/4 as much as the batch, that "
+    "is, where the update has become bound by the data it reads rather than by a fixed "
+    "cost per call (– where that never happens up to the largest batch); *× floor* is "
+    "the time at the largest batch over the floor."
+)
+
+
+def linear_from(batches: list[int], seconds: list[float]) -> int | None:
+    """The smallest batch from which time grows at least 3/4 as fast as the batch."""
+    start = None
+    for k in range(len(batches) - 1, 0, -1):
+        growth = seconds[k] / seconds[k - 1]
+        if growth < 0.75 * batches[k] / batches[k - 1]:
+            break
+        start = batches[k - 1]
+    return start
+
+
+def _scaling_curves(run: dict[str, Any]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The scaling points of one run by (kind, mode), in increasing batch."""
+    curves: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for point in run.get("scaling", {}).get("points", []):
+        curves.setdefault((point["kind"], point["mode"]), []).append(point)
+    return {key: sorted(points, key=lambda p: p["batch"]) for key, points in curves.items()}
+
+
+def _scaling_blocks(device: str, title: str, runs: list[dict[str, Any]]) -> list[Block]:
+    runs = [r for r in runs if r.get("scaling", {}).get("points")]
+    if not runs:
+        return []
+    copies = {r["scaling"]["copy"]["bytes"] for r in runs}
+    bandwidth = ", ".join(
+        f"{r['machine']['backend']} {r['scaling']['copy']['bandwidth_Bps'] / 1e9:,.1f} GB/s"
+        for r in runs
+    )
+    text = SCALING_TEXT.format(
+        copy="/".join(f"{c / 2**20:g}" for c in sorted(copies)), bandwidth=bandwidth
+    )
+    rows = []
+    for run in runs:
+        for (kind, mode), points in _scaling_curves(run).items():
+            batches = [p["batch"] for p in points]
+            row = [run["machine"]["backend"], kind, mode]
+            for side in ("reference_s", "ours_s"):
+                start = linear_from(batches, [p[side] for p in points])
+                row.append("–" if start is None else f"{start:,}")
+            for side in ("reference_s", "ours_s"):
+                row.append(f"{points[-1][side] / points[-1]['floor_s']:.1f}")
+            rows.append(row)
+    largest = max(p["batch"] for r in runs for p in r["scaling"]["points"])
+    header = [
+        "Backend",
+        "Targets",
+        "Mode",
+        "A linear from",
+        "B linear from",
+        f"A × floor at {largest:,}",
+        f"B × floor at {largest:,}",
+    ]
+    return [
+        ("heading", 3, f"Scaling with batch size ({title})"),
+        ("image", f"scaling-{device}.png", f"RMSE update time against batch size, {title}"),
+        ("text", text),
+        ("table", header, rows),
+    ]
 
 
 def to_markdown(blocks: list[Block]) -> str:
@@ -255,7 +338,8 @@ def chart(runs: list[dict[str, Any]], path: Path) -> None:
 
     panels = []
     for device, device_title in DEVICES.items():
-        device_runs = [r for r in runs if r["machine"]["device"] == device]
+        # A run of the scaling stage alone has no ratios to draw.
+        device_runs = [r for r in runs if r["machine"]["device"] == device and r["results"]]
         if device_runs:
             panels.append((device_title, device_runs))
     rows = max(
@@ -343,6 +427,61 @@ def _chart_panel(axes: Any, device_title: str, device_runs: list[dict[str, Any]]
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
+def scaling_chart(runs: list[dict[str, Any]], path: Path) -> None:
+    """Time per update against batch size: one column per run, dense above sparse."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(max(4.2 * len(runs), 6.0) + 0.8, 7.5))
+    FigureCanvasAgg(figure)
+    grid = figure.subplots(2, len(runs), squeeze=False, sharex=True)
+    styles = {
+        ("reference_s", "eager"): ("built-in, eager", "#1f77b4", "--", "o"),
+        ("ours_s", "eager"): ("ours, eager", "#d62728", "--", "o"),
+        ("reference_s", "compiled"): ("built-in, compiled", "#1f77b4", "-", "s"),
+        ("ours_s", "compiled"): ("ours, compiled", "#d62728", "-", "s"),
+    }
+    for column, run in enumerate(runs):
+        curves = _scaling_curves(run)
+        bandwidth = run["scaling"]["copy"]["bandwidth_Bps"]
+        for row, kind in enumerate(("dense", "sparse")):
+            axes = grid[row, column]
+            for (side, mode), (label, color, line, marker) in styles.items():
+                points = curves.get((kind, mode), [])
+                axes.plot(
+                    [p["batch"] for p in points],
+                    [p[side] * 1e6 for p in points],
+                    line,
+                    color=color,
+                    marker=marker,
+                    markersize=3,
+                    label=label,
+                )
+            points = curves.get((kind, "eager")) or curves.get((kind, "compiled"), [])
+            axes.plot(
+                [p["batch"] for p in points],
+                [p["floor_s"] * 1e6 for p in points],
+                ":",
+                color="black",
+                label=f"memory floor ({bandwidth / 1e9:,.0f} GB/s copy)",
+            )
+            axes.set_xscale("log", base=2)
+            axes.set_yscale("log")
+            axes.grid(True, which="major", lw=0.3)
+            m = run["machine"]
+            targets = "float targets" if kind == "dense" else "int labels"
+            axes.set_title(f"{m['backend']}, {kind} ({targets})", fontsize=9)
+            if column == 0:
+                axes.set_ylabel("µs per update")
+            if row == 1:
+                axes.set_xlabel("batch size (rows of 10 classes)")
+            axes.legend(fontsize=6, loc="upper left")
+    names = sorted({r["machine"]["device_name"] for r in runs})
+    figure.suptitle(f"RMSE update time against batch size: {'; '.join(names)}", fontsize=10)
+    figure.tight_layout()
+    _atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+
+
 def _atomic(path: Path, write: Any) -> None:
     """Calls `write(temp_path)`, then moves the temp file onto `path`."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -368,7 +507,35 @@ def write_report(directory: Path) -> list[Path]:
     _write_text(outputs[0], to_markdown(blocks))
     _write_text(outputs[1], to_rst(blocks))
     chart(runs, outputs[2])
+    for device in DEVICES:
+        scaled = [r for r in runs if r["machine"]["device"] == device and "scaling" in r]
+        if scaled:
+            outputs.append(directory / f"scaling-{device}.png")
+            scaling_chart(scaled, outputs[-1])
     return outputs
+
+
+def summary(runs: list[dict[str, Any]]) -> str:
+    """A short plain-text table of every run's ratios and scaling extremes."""
+    lines = []
+    for run in runs:
+        m = run["machine"]
+        state = "complete" if run.get("complete") else "INTERRUPTED"
+        lines.append(f"{m['device']}-{m['backend']} on {m['device_name']} ({state})")
+        for rec in run["results"]:
+            lines.append(f"  {rec['title']:<48} {_ratio_cell(rec)}")
+        scaling = run.get("scaling")
+        if scaling:
+            bandwidth = scaling["copy"]["bandwidth_Bps"] / 1e9
+            lines.append(f"  scaling: copy {bandwidth:,.1f} GB/s; us per update, A / B / floor:")
+            for (kind, mode), points in _scaling_curves(run).items():
+                cells = [
+                    f"{p['batch']}: {p['reference_s'] * 1e6:.3g}/{p['ours_s'] * 1e6:.3g}"
+                    f"/{p['floor_s'] * 1e6:.3g}"
+                    for p in (points[0], points[-1])
+                ]
+                lines.append(f"    {kind:<6} {mode:<8} " + "   ".join(cells))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -378,7 +545,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--results", type=Path, default=RESULTS, help=f"folder of result JSON (default {RESULTS})"
     )
+    parser.add_argument(
+        "--summary", action="store_true", help="print the ratios instead of writing files"
+    )
     args = parser.parse_args(argv)
+    if args.summary:
+        print(summary(load(args.results)))
+        return 0
     for path in write_report(args.results):
         print(f"wrote {path}")
     return 0

@@ -94,6 +94,8 @@ def train(
     model: keras.Model,
     plot_folder: str | None = None,
     extra_callbacks: list[keras.callbacks.Callback] = (),
+    data: tuple | None = None,
+    batch_size: int = GLOBAL_BATCH,
 ) -> dict[str, Any]:
     """Fits `model` for `EPOCHS` epochs with validation data, then evaluates it.
 
@@ -101,13 +103,17 @@ def train(
         model: A model from `build_model`.
         plot_folder: Where `TrainingPlotter` draws; None draws nothing.
         extra_callbacks: More callbacks for `fit`.
+        data: `(x, y, x_val, y_val)`; `make_data()` when None. A process of a
+            multi-process run passes its share of every global batch.
+        batch_size: The batch `fit` and `evaluate` cut `data` into: the
+            global batch, or a process's share of it.
 
     Returns:
         Plain numbers, JSON-able: `history` (epoch-level logs), `batches`
         (`LossHistory`'s per-batch losses), `evaluate`, the final `weights`
         and the dropout layer's batch counter `dropout_iterations`.
     """
-    x, y, x_val, y_val = make_data()
+    x, y, x_val, y_val = make_data() if data is None else data
     recorder = keras_extras.LossHistory()
     callbacks = [recorder, *extra_callbacks]
     if plot_folder is not None:
@@ -115,14 +121,14 @@ def train(
     history = model.fit(
         x,
         y,
-        batch_size=GLOBAL_BATCH,
+        batch_size=batch_size,
         epochs=EPOCHS,
         validation_data=(x_val, y_val),
         shuffle=False,
         callbacks=callbacks,
         verbose=0,
     )
-    evaluation = model.evaluate(x_val, y_val, batch_size=GLOBAL_BATCH, verbose=0, return_dict=True)
+    evaluation = model.evaluate(x_val, y_val, batch_size=batch_size, verbose=0, return_dict=True)
     results = {
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         "evaluate": {k: float(v) for k, v in evaluation.items()},
@@ -180,7 +186,9 @@ def compare(results: dict[str, Any], reference: dict[str, Any], rtol: float = RT
     return problems
 
 
-def replica_sensitivity(model: keras.Model) -> dict[str, float]:
+def replica_sensitivity(
+    model: keras.Model, x_val: Any = None, y_val: Any = None
+) -> dict[str, float]:
     """How far the validation values move if one replica's half were dropped or doubled.
 
     It evaluates `model` (on one device) on the validation data with the
@@ -188,19 +196,30 @@ def replica_sensitivity(model: keras.Model) -> dict[str, float]:
     Both must differ from the full evaluation by far more than `RTOL`,
     otherwise `compare` could not see such a fault.
 
+    Args:
+        model: A trained model, on one device.
+        x_val: Validation inputs; `make_data()`'s when None.
+        y_val: Validation targets (an array, or a dict for several outputs).
+
     Returns:
-        The relative change of each of `loss` and `rmse`, the smaller of the
-        two faults.
+        The relative change of each value `evaluate` reports, the smaller of
+        the two faults.
     """
-    _, _, x_val, y_val = make_data()
-    full = model.evaluate(x_val, y_val, verbose=0, return_dict=True)
-    second = second_halves(len(x_val))
-    dropped = model.evaluate(x_val[~second], y_val[~second], verbose=0, return_dict=True)
-    twice = np.concatenate([np.arange(len(x_val)), np.flatnonzero(second)])
-    doubled = model.evaluate(x_val[twice], y_val[twice], verbose=0, return_dict=True)
+    if x_val is None:
+        _, _, x_val, y_val = make_data()
+
+    def evaluate(rows: np.ndarray) -> dict[str, float]:
+        x, y = keras.tree.map_structure(lambda a: a[rows], (x_val, y_val))
+        return model.evaluate(x, y, verbose=0, return_dict=True)
+
+    every = np.arange(len(x_val))
+    second = np.flatnonzero(second_halves(len(x_val)))
+    full = evaluate(every)
+    dropped = evaluate(np.setdiff1d(every, second))
+    doubled = evaluate(np.concatenate([every, second]))
     return {
         key: min(abs(fault[key] - full[key]) / abs(full[key]) for fault in (dropped, doubled))
-        for key in ("loss", "rmse")
+        for key in full
     }
 
 
@@ -220,7 +239,7 @@ def report(problems: list[str], label: str) -> int:
             print("  " + line)
         return 1
     print(
-        f"{label}: loss, rmse, val_loss, val_rmse, evaluate and weights equal the "
-        f"one-device run to rtol {RTOL}"
+        f"{label}: every logged value, evaluate, the weights and the dropout counter "
+        f"equal the one-device run to rtol {RTOL}"
     )
     return 0

@@ -45,6 +45,18 @@ def evaluate_shard(job: tuple[str, np.ndarray, np.ndarray]) -> dict[str, list[fl
     return metric.get_state()
 
 
+def merge(states: list[dict[str, list[float]]]) -> keras_extras.RMSE:
+    """One metric holding the merged `RMSE.get_state()`s of several shards."""
+    shards = []
+    for state in states:
+        shard = keras_extras.RMSE()
+        shard.set_state(state)
+        shards.append(shard)
+    merged = keras_extras.RMSE()
+    merged.merge_state(shards)
+    return merged
+
+
 def make_model_and_data(folder: str) -> tuple[str, np.ndarray, np.ndarray]:
     """A saved model and evaluation data; returns `(path, x, y)`."""
     rng = np.random.default_rng(5)
@@ -73,13 +85,7 @@ def run(processes: int = 2) -> dict[str, float]:
             states = pool.map(evaluate_shard, jobs)
         predictions = keras.saving.load_model(path).predict(x, verbose=0)
 
-    shards = []
-    for state in states:
-        shard = keras_extras.RMSE()
-        shard.set_state(state)
-        shards.append(shard)
-    merged = keras_extras.RMSE()
-    merged.merge_state(reversed(shards))  # any order gives the same value
+    merged = merge(states[::-1])  # any order gives the same value
     one = keras_extras.RMSE()
     one.update_state(y, predictions)
     error = predictions.astype("float64") - y.astype("float64")
@@ -87,7 +93,7 @@ def run(processes: int = 2) -> dict[str, float]:
         "merged": float(merged.result()),
         "one_metric": float(one.result()),
         "numpy": float(np.sqrt(np.mean(error**2))),
-        "mean_of_shards": float(np.mean([float(s.result()) for s in shards])),
+        "mean_of_shards": float(np.mean([float(merge([s]).result()) for s in states])),
     }
 
 

@@ -12,10 +12,10 @@ On a real cluster, start the same worker code once per machine, with
 `MultiWorkerMirroredStrategy()` must be created before any other TensorFlow
 call, and the model built and compiled inside its scope, as here.
 
-The launcher (`Workers`) is what makes a multi-process run safe to script: a
-hard timeout, a clear error as soon as any worker dies (the others would
-otherwise wait for it forever inside a collective), and every process group
-killed on the way out.
+The launcher (`Workers`, from `launcher.py`) is what makes a multi-process run
+safe to script: a hard timeout, a clear error as soon as any worker dies (the
+others would otherwise wait for it forever inside a collective), and every
+process group killed on the way out.
 """
 
 from __future__ import annotations
@@ -23,134 +23,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from launcher import WorkerFailed, Workers, free_ports  # noqa: E402, F401 (re-exported)
+
 NUM_WORKERS = 2
-
-
-class WorkerFailed(RuntimeError):
-    """A worker exited with an error, or the group ran past its timeout."""
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free TCP ports on 127.0.0.1, as the OS hands them out."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def tf_config(ports: list[int], index: int) -> str:
     """The `TF_CONFIG` of worker `index` in a cluster of loopback workers."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-
-
-def _describe(returncode: int) -> str:
-    if returncode < 0:
-        return f"was killed by {signal.Signals(-returncode).name}"
-    return f"exited with status {returncode}"
-
-
-class Workers:
-    """Processes started together, each in its own process group.
-
-    Use it as a context manager: leaving the block kills every process group
-    that is still alive, whatever happened inside.
-
-    Args:
-        commands: One argv list per process.
-        envs: One environment per process.
-        folder: Where each process's output goes (`<name>.log`).
-        names: A name per process, for logs and messages.
-    """
-
-    def __init__(
-        self, commands: list[list[str]], envs: list[dict], folder: str, names: list[str]
-    ) -> None:
-        self.names = names
-        self.logs = [os.path.join(folder, f"{name}.log") for name in names]
-        self.processes: list[subprocess.Popen] = []
-        try:
-            for command, env, log in zip(commands, envs, self.logs):
-                with open(log, "wb") as out:
-                    # A session of its own, so that stop() reaches its children too.
-                    self.processes.append(
-                        subprocess.Popen(
-                            command,
-                            env=env,
-                            stdout=out,
-                            stderr=subprocess.STDOUT,
-                            start_new_session=True,
-                        )
-                    )
-        except BaseException:
-            self.stop()
-            raise
-
-    def __enter__(self) -> Workers:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def log_tail(self, index: int, lines: int = 15) -> str:
-        """The last `lines` lines of a process's output."""
-        with open(self.logs[index], errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-
-    def wait(self, timeout: float) -> None:
-        """Returns when every process has exited with status 0.
-
-        Raises:
-            WorkerFailed: as soon as one process exits otherwise (naming it,
-                its status and the end of its output), or when `timeout`
-                seconds pass first. The other processes are killed.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            codes = [p.poll() for p in self.processes]
-            failed = [i for i, code in enumerate(codes) if code not in (None, 0)]
-            if failed:
-                self.stop()
-                raise WorkerFailed(
-                    "; ".join(f"{self.names[i]} {_describe(codes[i])}" for i in failed)
-                    + ", so the others were stopped. Last output of "
-                    + f"{self.names[failed[0]]}:\n{self.log_tail(failed[0])}"
-                )
-            if all(code == 0 for code in codes):
-                return
-            if time.monotonic() > deadline:
-                running = [self.names[i] for i, code in enumerate(codes) if code is None]
-                self.stop()
-                raise WorkerFailed(
-                    f"{', '.join(running)} still running after {timeout:.0f} s; stopped. "
-                    f"Last output of {running[0]}:\n{self.log_tail(codes.index(None))}"
-                )
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        """Kills every process group still alive and reaps the processes."""
-        for process in self.processes:
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for process in self.processes:
-            process.wait()
 
 
 def launch(folder: str, worker_args: tuple[str, ...] = ()) -> Workers:

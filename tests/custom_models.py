@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 import keras_extras
 from tests.harness import BACKEND, digits
@@ -34,6 +35,14 @@ def twin(model, cls=keras.Model, **kwargs):
     return other
 
 
+def numpy_forward(weights, x):
+    """The class probabilities of `classifier(extras=False)` with `weights`, in float64."""
+    w1, b1, w2, b2 = (np.asarray(w, dtype="float64") for w in weights)
+    logits = np.maximum(np.asarray(x, dtype="float64") @ w1 + b1, 0.0) @ w2 + b2
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def compile_classifier(model, **kwargs):
     kwargs.setdefault("optimizer", keras.optimizers.Adam(1e-2))
     model.compile(
@@ -45,20 +54,24 @@ def compile_classifier(model, **kwargs):
 
 
 def classic_subclass():
-    """The tf.keras 2 custom train_step, in this backend's form."""
+    """The tf.keras 2 custom train_step, in this backend's form.
+
+    It passes the batch's sample weights on, as the tf.keras 2 guide's
+    weighted step does; batches without weights give None.
+    """
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
         class Classic(keras_extras.CustomModel):
             def train_step(self, data):
-                x, y = data
+                x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
                 with tf.GradientTape() as tape:
                     y_pred = self(x, training=True)
-                    loss = self.compiled_loss(y, y_pred)
+                    loss = self.compiled_loss(y, y_pred, sample_weight)
                 grads = tape.gradient(loss, self.trainable_weights)
                 # The tf.keras 2 idiom, word for word.
                 self.optimizer.apply_gradients(zip(grads, self.trainable_weights))  # noqa: B905
-                self.compiled_metrics.update_state(y, y_pred)
+                self.compiled_metrics.update_state(y, y_pred, sample_weight)
                 return {m.name: m.result() for m in self.metrics}
 
     else:
@@ -66,15 +79,15 @@ def classic_subclass():
 
         class Classic(keras_extras.CustomModel):
             def train_step(self, data):
-                x, y = data
+                x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
                 self.zero_grad()
                 y_pred = self(x, training=True)
-                loss = self.compiled_loss(y, y_pred)
+                loss = self.compiled_loss(y, y_pred, sample_weight)
                 loss.backward()
                 grads = [v.value.grad for v in self.trainable_weights]
                 with torch.no_grad():
                     self.optimizer.apply(grads, self.trainable_weights)
-                self.compiled_metrics.update_state(y, y_pred)
+                self.compiled_metrics.update_state(y, y_pred, sample_weight)
                 return {m.name: m.result() for m in self.metrics}
 
     return Classic

@@ -246,6 +246,137 @@ def test_report_tables_mark_met_and_missed_targets(tmp_path):
     assert pixels.std() > 10  # not blank
 
 
+@pytest.mark.parametrize(
+    "seconds, start",
+    [
+        ([1.0, 1.0, 1.0, 1.0, 1.0], None),  # a fixed cost all along
+        ([1.0, 1.0, 1.1, 4.0, 16.0], 128),  # linear once the batch reaches 128
+        ([1.0, 4.0, 16.0, 64.0, 256.0], 8),
+        ([1.0, 4.0, 16.0, 64.0, 64.0], None),  # the last step stopped growing
+        ([1.0, 1.0, 1.0, 3.0, 4.5], 128),  # exactly 3/4 of the batch's growth counts
+    ],
+)
+def test_linear_from(seconds, start):
+    assert report.linear_from([8, 32, 128, 512, 1024], seconds) == start
+
+
+def _scaling(bandwidth, fixed_s):
+    """Scaling points of an update that costs `fixed_s` plus 2x the floor."""
+    points = []
+    for mode in ("eager", "compiled"):
+        for kind in ("dense", "sparse"):
+            for batch in [32 * 4**k for k in range(8)] + [2**20]:
+                read = batch * 10 * 4 * (2 if kind == "dense" else 1) + (
+                    batch * 4 if kind == "sparse" else 0
+                )
+                floor = read / bandwidth
+                cost = fixed_s[mode]
+                points.append(
+                    {
+                        "kind": kind,
+                        "mode": mode,
+                        "batch": batch,
+                        "updates_per_sample": 10,
+                        "bytes_read": read,
+                        "floor_s": floor,
+                        "reference_s": cost + 2 * floor,
+                        "ours_s": 2 * cost + 3 * floor,
+                        "ratio_median": 1.0,
+                    }
+                )
+    moved = 2 * 2**28
+    return {
+        "copy": {
+            "bytes": 2**28,
+            "seconds": moved / bandwidth,
+            "moved_bytes": moved,
+            "bandwidth_Bps": bandwidth,
+        },
+        "points": points,
+        "wall_s": 1.0,
+    }
+
+
+def test_report_scaling_table_and_chart(tmp_path):
+    run = _run("jax", "cpu", [_record("m/1", "Metric one", 1.05, [1.0, 1.0, 1.0])])
+    # 10 GB/s, so a dense row's 80 bytes take 8 ns; a fixed cost of 1 ms per eager
+    # update (2 ms for ours) and none compiled.
+    run["scaling"] = _scaling(1e10, {"eager": 1e-3, "compiled": 0.0})
+    (tmp_path / "cpu-jax.json").write_text(json.dumps(run))
+    outputs = report.write_report(tmp_path)
+    assert [p.name for p in outputs][-1] == "scaling-cpu.png"
+
+    markdown = (tmp_path / "README.md").read_text()
+    assert "### Scaling with batch size (CPU)" in markdown
+    assert "![RMSE update time against batch size, CPU](scaling-cpu.png)" in markdown
+    assert "jax 10.0 GB/s" in markdown and "256 MiB" in markdown
+    # Dense eager, the built-in takes 1 ms + 16 ns per row: a step x4 from batch b grows
+    # it at least 3-fold once 16 ns * b >= 2 ms, b >= 125,000; ours, 2 ms + 24 ns per
+    # row, once b >= 166,667, so only from 524,288 (x2 to 1,048,576: 1.86-fold).
+    # At 1,048,576 the floor is 8.39 ms: 1 + 16.78 ms is 2.1x it, 2 + 25.17 ms 3.2x.
+    assert "| jax | dense | eager | 131,072 | 524,288 | 2.1 | 3.2 |" in markdown
+    # Compiled there is no fixed cost: linear from the smallest batch, 2x and 3x.
+    assert "| jax | sparse | compiled | 32 | 32 | 2.0 | 3.0 |" in markdown
+    assert "A × floor at 1,048,576" in markdown
+    with Image.open(tmp_path / "scaling-cpu.png") as image:
+        assert image.format == "PNG"
+        pixels = np.asarray(image.convert("L"), dtype=np.float64)
+    assert pixels.std() > 10
+
+
+def test_committed_tables_are_generated_from_the_committed_json():
+    # The docs include table.rst: a hand edit, or JSON committed without running
+    # the report, would show figures that no run measured.
+    results = ROOT / "benchmarks" / "results"
+    blocks = report.document(report.load(results))
+    assert (results / "README.md").read_text(encoding="utf-8") == report.to_markdown(blocks)
+    assert (results / "table.rst").read_text(encoding="utf-8") == report.to_rst(blocks)
+
+
+def test_a_partial_run_keeps_the_other_stages_of_the_file_it_replaces(tmp_path):
+    from benchmarks import run as bench_run
+
+    old = _run(
+        "jax",
+        "cpu",
+        [
+            _record("metric_update/a", "Metric", 1.05, [1.0]),
+            _record("training_step/a", "Step", 1.02, [1.1]),
+            _record("layer/a", "Layer", 1.05, [0.9]),
+        ],
+    )
+    old["scaling"] = _scaling(1e10, {"eager": 1e-3, "compiled": 0.0})
+    old["carried"] = {"layer": {"started": "2024-06-01", "git_commit": "0ld"}}
+    path = tmp_path / "cpu-jax.json"
+    path.write_text(json.dumps(old))
+    new = _run("jax", "cpu", [])
+    new["machine"]["git_commit"] = "new"
+    bench_run.carry_over(path, new, ("training_step",))
+    assert [r["id"] for r in new["results"]] == ["metric_update/a", "layer/a"]
+    assert new["scaling"] == old["scaling"]
+    assert new["carried"] == {
+        "metric_update": {"started": old["started"], "git_commit": "abc1234"},
+        "scaling": {"started": old["started"], "git_commit": "abc1234"},
+        "layer": {"started": "2024-06-01", "git_commit": "0ld"},
+    }
+    # Nothing is carried from another backend, device or mode.
+    for key, value in (("backend", "torch"), ("device", "gpu")):
+        other = _run("jax", "cpu", [])
+        other["machine"][key] = value
+        bench_run.carry_over(path, other, ("training_step",))
+        assert other["results"] == [] and "carried" not in other
+    quick = _run("jax", "cpu", [])
+    quick["quick"] = True
+    bench_run.carry_over(path, quick, ("training_step",))
+    assert "carried" not in quick
+
+    (tmp_path / "cpu-jax.json").write_text(json.dumps(new))
+    report.write_report(tmp_path)
+    markdown = (tmp_path / "README.md").read_text()
+    assert f"metric_update from the run of {old['started']}, commit abc1234" in markdown
+    assert "layer from the run of 2024-06-01, commit 0ld" in markdown
+
+
 def test_report_without_results_says_so(tmp_path):
     report.write_report(tmp_path)
     assert "No measurements yet: run `make bench`" in (tmp_path / "README.md").read_text()
@@ -344,6 +475,32 @@ def test_quick_run_writes_valid_results(tmp_path):
         assert record["target_met"] == (
             None if record["target"] is None else record["ratio_median"] <= record["target"]
         )
+    scaling = result["scaling"]
+    copy = scaling["copy"]
+    assert copy["moved_bytes"] == 2 * copy["bytes"]
+    assert copy["bandwidth_Bps"] == pytest.approx(copy["moved_bytes"] / copy["seconds"])
+    keys = [(p["kind"], p["mode"], p["batch"]) for p in scaling["points"]]
+    assert sorted(keys) == sorted(
+        (kind, mode, batch)
+        for kind in ("dense", "sparse")
+        for mode in ("eager", "compiled")
+        for batch in (32, 1024)
+    )
+    for point in scaling["points"]:
+        batch = point["batch"]
+        # The inputs as NumPy would hold them: float32 predictions of 10 classes, and
+        # float32 targets of the same shape or one int32 label per row.
+        inputs = [np.zeros((batch, 10), np.float32)]
+        inputs.append(
+            np.zeros((batch, 10), np.float32)
+            if point["kind"] == "dense"
+            else np.zeros(batch, np.int32)
+        )
+        assert point["bytes_read"] == sum(a.nbytes for a in inputs)
+        assert point["floor_s"] == pytest.approx(point["bytes_read"] / copy["bandwidth_Bps"])
+        assert _finite_positive(point["reference_s"]) and _finite_positive(point["ours_s"])
+        assert point["updates_per_sample"] >= 2
+
     statuses = {r["status"] for r in records.values()}
     assert statuses <= {"ok", "not available", "skipped"}
     skipped = [i for i, r in records.items() if r["status"] == "skipped"]

@@ -185,9 +185,8 @@ def test_running_means_are_kept_under_their_own_name(frozen_fit):
     )
 
 
-def test_every_metric_of_a_two_output_model_is_recovered(digits):
-    x, y = digits
-    x, y = x[:1000], y[:1000]  # 10 full batches of 100
+def two_output_model(**compile_kwargs):
+    """Output "a", 10 classes, and output "b", a regression, frozen (learning rate 0)."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((64,))
     model = keras.Model(
@@ -200,6 +199,26 @@ def test_every_metric_of_a_two_output_model_is_recovered(digits):
     model.compile(
         optimizer=keras.optimizers.SGD(0.0),
         loss={"a": "sparse_categorical_crossentropy", "b": "mse"},
+        **compile_kwargs,
+    )
+    return model
+
+
+def two_output_reference(model, x, target):
+    """The class probabilities of "a" and the errors of "b", in float64."""
+    (wa, ba), (wb, bb) = (
+        [np.asarray(w, np.float64) for w in model.get_layer(n).get_weights()] for n in "ab"
+    )
+    logits = x.astype(np.float64) @ wa + ba
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return p, (x.astype(np.float64) @ wb + bb)[:, 0] - target
+
+
+def test_every_metric_of_a_two_output_model_is_recovered(digits):
+    x, y = digits
+    x, y = x[:1000], y[:1000]  # 10 full batches of 100
+    model = two_output_model(
         metrics={"a": ["accuracy"], "b": [keras.metrics.RootMeanSquaredError(), "mae"]},
     )
     target = (y / 9.0).astype("float32")
@@ -213,13 +232,7 @@ def test_every_metric_of_a_two_output_model_is_recovered(digits):
         verbose=0,
         callbacks=[history],
     )
-    (wa, ba), (wb, bb) = (
-        [np.asarray(w, np.float64) for w in model.get_layer(n).get_weights()] for n in "ab"
-    )
-    logits = x.astype(np.float64) @ wa + ba
-    p = np.exp(logits - logits.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    error = (x.astype(np.float64) @ wb + bb)[:, 0] - target
+    p, error = two_output_reference(model, x, target)
     per_sample = {
         "a_loss": -np.log(p[np.arange(len(y)), y]),
         "a_accuracy": (p.argmax(axis=1) == y).astype(np.float64),
@@ -234,6 +247,72 @@ def test_every_metric_of_a_two_output_model_is_recovered(digits):
         np.testing.assert_allclose(
             history.batches[name], values, rtol=1e-4, atol=1e-6, err_msg=name
         )
+
+
+def test_weighted_metrics_columns_equal_history_and_numpy(digits):
+    """Every column of a model with `weighted_metrics` is found and recovered.
+
+    The names Keras gives weighted metrics: an output-name prefix, a
+    `weighted_` prefix when the name clashes with an unweighted metric, and a
+    number on repeated names. The weights repeat every batch, so each batch's
+    weighted value is recovered exactly; it is checked against NumPy float64.
+    Catches a name mapping that misses a name (an all-NaN column) or maps it
+    to the wrong metric (other values), and epoch rows that differ from History.
+    """
+    x, y = digits
+    x, y = x[:1000], y[:1000]  # 10 full batches of 100
+    model = two_output_model(
+        metrics={"a": ["accuracy", "accuracy"], "b": ["mae"]},
+        weighted_metrics={"a": ["accuracy", "accuracy"], "b": ["mae", "mse"]},
+    )
+    target = (y / 9.0).astype("float32")
+    weights = np.tile(np.linspace(0.0, 2.0, 100), 10).astype("float32")
+    history = keras_extras.LossHistory()
+    logs = model.fit(
+        x,
+        {"a": y, "b": target},
+        sample_weight=weights,
+        batch_size=100,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        validation_data=(x[:200], {"a": y[:200], "b": target[:200]}, weights[:200]),
+        callbacks=[history],
+    ).history
+
+    p, error = two_output_reference(model, x, target)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    w = weights.astype(np.float64).reshape(10, 100)
+
+    def mean(values):
+        return values.reshape(10, 100).mean(axis=1)
+
+    def weighted(values):
+        return (w * values.reshape(10, 100)).sum(axis=1) / w.sum(axis=1)
+
+    expected = {
+        # Keras's losses divide by the batch size, not by the weights' sum.
+        "a_loss": mean(weights * -np.log(p[np.arange(len(y)), y])),
+        "b_loss": mean(weights * error**2),
+        "a_accuracy": mean(correct),
+        "a_accuracy_1": mean(correct),
+        "b_mae": mean(np.abs(error)),
+        "a_weighted_accuracy": weighted(correct),
+        "a_weighted_accuracy_1": weighted(correct),
+        "b_weighted_mae": weighted(np.abs(error)),
+        "b_mse": weighted(error**2),
+    }
+    expected["loss"] = expected["a_loss"] + expected["b_loss"]
+    names = set(expected)
+    assert set(logs) == names | {f"val_{n}" for n in names}
+    assert set(history.batches) - {"epoch", "step"} == names
+    for name, values in expected.items():
+        column = np.array(history.batches[name][:10])
+        assert not np.isnan(column).any(), name
+        np.testing.assert_allclose(column, values, rtol=1e-4, atol=1e-6, err_msg=name)
+    assert set(history.epochs) - {"epoch", "step"} == set(logs)
+    for name, values in logs.items():
+        assert history.epochs[name] == values, name
 
 
 def test_points_per_epoch_and_global_steps(frozen_fit):

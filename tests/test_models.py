@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import types
 
 import keras
 import numpy as np
@@ -20,6 +21,7 @@ from tests.custom_models import (
     classic_subclass,
     classifier,
     compile_classifier,
+    numpy_forward,
     twin,
 )
 from tests.harness import (
@@ -27,6 +29,10 @@ from tests.harness import (
     warnings_as_errors,
     weight_values,
 )
+
+# Sample weights far from uniform, and metrics that differ with and without them.
+WEIGHTS = np.random.default_rng(5).uniform(0.0, 3.0, size=len(X)).astype("float32")
+WEIGHTED_METRICS = {"weighted_metrics": ["accuracy"]}
 
 # --- 1. The step itself --------------------------------------------------------------
 
@@ -122,49 +128,94 @@ def test_classic_step_reports_the_true_loss_epoch_by_epoch():
 
 
 @CLASSIC_BACKENDS
-def test_classic_step_trains_like_keras_model():
-    model = compile_classifier(classifier(classic_subclass(), extras=False))
-    reference = compile_classifier(twin(model, extras=False))
-    fit = dict(batch_size=64, epochs=2, shuffle=False, verbose=0)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "sample_weight"])
+def test_classic_step_trains_like_keras_model(weighted):
+    """The classic step's `compiled_loss` and `compiled_metrics` give keras.Model's run.
+
+    Batches of 50 leave a short last batch of 42, so a `compiled_loss` that
+    records a batch with weight 1 (not its size) reports another epoch loss.
+    With sample weights, it catches a `compiled_loss` that drops them (another
+    loss and other gradients) and a `compiled_metrics.update_state` that drops
+    them (`weighted_accuracy` equal to `accuracy`).
+    """
+    model = compile_classifier(classifier(classic_subclass(), extras=False), **WEIGHTED_METRICS)
+    reference = compile_classifier(twin(model, extras=False), **WEIGHTED_METRICS)
+    fit = dict(batch_size=50, epochs=2, shuffle=False, verbose=0)
+    if weighted:
+        fit["sample_weight"] = WEIGHTS
     history = model.fit(X, Y, **fit)
     assert_same_training(model, history, reference, reference.fit(X, Y, **fit))
-    # One update of the loss tracker per batch: its count is the number of samples.
-    assert float(model._loss_tracker.count) == len(X)
+    accuracy, weighted_accuracy = (history.history[k] for k in ("accuracy", "weighted_accuracy"))
+    assert (accuracy != weighted_accuracy) == weighted
 
 
 def test_compiled_loss_inside_the_loss_hook_is_counted_once():
+    """A `compute_loss` that calls `compiled_loss` is recorded once, as what it returns.
+
+    The hook returns the compiled loss plus 1, which changes no gradient: the
+    run is keras.Model's, with every reported loss 1 higher. Catches a step
+    that records `compiled_loss`'s own value too (the loss would be 0.5
+    higher: the mean of both records).
+    """
+
     class ViaCompiledLoss(keras_extras.CustomModel):
         def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-            return self.compiled_loss(y, y_pred, sample_weight)
+            return self.compiled_loss(y, y_pred, sample_weight) + 1.0
 
     model = compile_classifier(classifier(ViaCompiledLoss))
     reference = compile_classifier(twin(model))
-    fit = dict(batch_size=64, epochs=2, shuffle=False, verbose=0)
-    history = model.fit(X, Y, **fit)
-    assert_same_training(model, history, reference, reference.fit(X, Y, **fit))
-    assert float(model._loss_tracker.count) == len(X)
+    fit = dict(batch_size=50, epochs=2, shuffle=False, validation_data=(X_VAL, Y_VAL), verbose=0)
+    history = model.fit(X, Y, **fit).history
+    expected = reference.fit(X, Y, **fit).history
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(history.pop(key), np.add(expected.pop(key), 1.0), rtol=1e-5)
+    assert_same_training(
+        model,
+        types.SimpleNamespace(history=history),
+        reference,
+        types.SimpleNamespace(history=expected),
+    )
 
 
 def test_compiled_loss_and_metrics_outside_a_step():
-    model = compile_classifier(classifier(extras=False))
+    """`compiled_loss` and `compiled_metrics.update_state` outside a step, against NumPy.
+
+    Catches a `compiled_loss` that ignores `sample_weight` or
+    `regularization_losses`, that records a batch with weight 1 rather than
+    its size (two calls of 50 and 14 samples), and a
+    `compiled_metrics.update_state` that ignores `sample_weight` or touches
+    the loss.
+    """
+    model = compile_classifier(classifier(extras=False), **WEIGHTED_METRICS)
     model.fit(X[:64], Y[:64], batch_size=64, epochs=1, verbose=0)
     model.reset_metrics()
-    y_pred = model(X[:50])
-    with warnings_as_errors():
-        loss = model.compiled_loss(Y[:50], y_pred)
-        model.compiled_metrics.update_state(Y[:50], y_pred)
-    probs = ops.convert_to_numpy(y_pred).astype("float64")
-    cross_entropy = -np.log(probs[np.arange(50), Y[:50]]).mean()
-    l2 = 1e-3 * sum((w.astype("float64") ** 2).sum() for w in [model.layers[1].get_weights()[0]])
-    assert math.isclose(float(loss), cross_entropy + l2, rel_tol=1e-5)
+    weights = weight_values(model)
+    l2 = 1e-3 * (weights[0].astype("float64") ** 2).sum()
+    cross_entropy, correct, total = [], [], 0.0
+    for part in (slice(0, 50), slice(50, 64)):
+        y_pred = model(X[part])
+        with warnings_as_errors():
+            loss = model.compiled_loss(Y[part], y_pred, WEIGHTS[part])
+            model.compiled_metrics.update_state(Y[part], y_pred, WEIGHTS[part])
+        probs = ops.convert_to_numpy(y_pred).astype("float64")
+        np.testing.assert_allclose(probs, numpy_forward(weights, X[part]), rtol=1e-4, atol=1e-6)
+        cross_entropy.append(-np.log(probs[np.arange(len(probs)), Y[part]]))
+        correct.append(probs.argmax(axis=1) == Y[part])
+        # Keras's losses divide by the batch size, not by the sum of the weights.
+        expected = (WEIGHTS[part] * cross_entropy[-1]).mean() + l2
+        assert math.isclose(float(loss), expected, rel_tol=1e-5)
+        total += len(probs) * expected
+    cross_entropy, correct = np.concatenate(cross_entropy), np.concatenate(correct)
     results = model.get_metrics_result()
-    assert math.isclose(float(results["loss"]), float(loss), rel_tol=1e-6)
-    assert math.isclose(float(model._loss_tracker.count), 50)
-    accuracy = (probs.argmax(axis=1) == Y[:50]).mean()
-    assert math.isclose(float(results["accuracy"]), accuracy, rel_tol=1e-6)
+    # The tracker weighs each call by its batch size: 50 and 14 samples.
+    assert math.isclose(float(results["loss"]), total / 64, rel_tol=1e-5)
+    assert math.isclose(float(results["accuracy"]), correct.mean(), rel_tol=1e-6)
+    weighted_accuracy = (WEIGHTS[:64] * correct).sum() / WEIGHTS[:64].sum()
+    assert math.isclose(float(results["weighted_accuracy"]), weighted_accuracy, rel_tol=1e-6)
+    assert abs(weighted_accuracy - correct.mean()) > 1e-3  # the weights matter here
     # Without regularisation losses: the cross-entropy alone.
-    alone = model.compiled_loss(Y[:50], y_pred, regularization_losses=[])
-    assert math.isclose(float(alone), cross_entropy, rel_tol=1e-5)
+    alone = model.compiled_loss(Y[50:64], model(X[50:64]), regularization_losses=[])
+    assert math.isclose(float(alone), cross_entropy[50:].mean(), rel_tol=1e-5)
 
 
 # --- 3. Hooks ---------------------------------------------------------------------------
@@ -253,6 +304,54 @@ def test_hooks(jit_compile):
     # Noise drawn once and repeated would give 36 NOISE^2.
     walk = ops.convert_to_numpy(model.free.value)
     assert 0.5 * 6 * NOISE**2 < walk.var() < 2 * 6 * NOISE**2
+
+
+class GradientNormLogged(keras_extras.CustomModel):
+    """Records in a metric the global gradient norm its gradient hook sees."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gradient_norm = keras.metrics.Mean(name="gradient_norm")
+
+    def transform_gradients(self, gradients, variables):
+        self.gradient_norm.update_state(ops.sqrt(sum(ops.sum(ops.square(g)) for g in gradients)))
+        return gradients
+
+
+@pytest.mark.parametrize("jit_compile", [False, "auto"], ids=["eager", "auto"])
+def test_a_metric_updated_in_the_gradient_hook_logs_the_true_norm(jit_compile):
+    """A metric updated in `transform_gradients` logs what it was given, on every backend.
+
+    The reference is SGD on a linear model with the MSE loss, run in NumPy
+    float64: each step's gradient norm in closed form, averaged over the
+    epoch. Catches a JAX step that drops the metric updates made in the hook
+    (it logs 0.0), one that updates the metric from the state before the hook,
+    or a hook that sees other gradients than the optimizer applies.
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(64,))
+    model = GradientNormLogged(inputs, keras.layers.Dense(1)(inputs))
+    learning_rate, batch = 0.05, 32
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate), loss="mse", jit_compile=jit_compile
+    )
+    target = (X @ np.linspace(-1.0, 1.0, 64) + 0.5).astype("float32")[:, None]
+    kernel, bias = (np.asarray(w, dtype="float64") for w in model.get_weights())
+    history = model.fit(X, target, batch_size=batch, epochs=2, shuffle=False, verbose=0).history
+
+    expected = []
+    for _ in range(2):
+        norms = []
+        for start in range(0, len(X), batch):
+            xb = X[start : start + batch].astype("float64")
+            residual = xb @ kernel + bias - target[start : start + batch]
+            grad_kernel, grad_bias = 2 * xb.T @ residual / len(xb), 2 * residual.sum(0) / len(xb)
+            norms.append(np.sqrt((grad_kernel**2).sum() + (grad_bias**2).sum()))
+            kernel, bias = kernel - learning_rate * grad_kernel, bias - learning_rate * grad_bias
+        expected.append(np.mean(norms))
+    assert min(expected) > 0.1
+    np.testing.assert_allclose(history["gradient_norm"], expected, rtol=1e-4)
+    np.testing.assert_allclose(model.get_weights()[0], kernel, rtol=1e-4, atol=1e-5)
 
 
 def test_loss_hook_trains_an_autoencoder_on_x_alone():

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 import keras_extras
-from tests.custom_models import X_VAL, Y_VAL, X, Y, classifier, compile_classifier, twin
+from tests.custom_models import (
+    X_VAL,
+    Y_VAL,
+    X,
+    Y,
+    classifier,
+    compile_classifier,
+    numpy_forward,
+    twin,
+)
 from tests.harness import assert_same_training, run_in_fresh_process, weight_values
 
 FIT = dict(batch_size=64, epochs=2, shuffle=False, verbose=0)
@@ -100,13 +109,6 @@ def test_ticket_model_with_several_inputs_and_outputs(structure):
 # --- Validation, evaluate and predict against NumPy -----------------------------------------
 
 
-def numpy_forward(weights, x):
-    w1, b1, w2, b2 = (w.astype("float64") for w in weights)
-    logits = np.maximum(x @ w1 + b1, 0.0) @ w2 + b2
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def test_validation_evaluate_and_predict_against_numpy():
     model = compile_classifier(classifier(extras=False))
     history = model.fit(X, Y, validation_data=(X_VAL, Y_VAL), **FIT)
@@ -123,6 +125,99 @@ def test_validation_evaluate_and_predict_against_numpy():
     # The last epoch's validation ran on these same weights.
     assert math.isclose(history.history["val_loss"][-1], logs["loss"], rel_tol=1e-5)
     assert math.isclose(history.history["val_accuracy"][-1], accuracy, rel_tol=1e-6)
+
+
+def weighted_cross_entropy(model, x, y, sample_weight=None):
+    """Keras's loss in float64: sum(w * cross-entropy) / samples + the L2 penalty.
+
+    Keras's losses divide by the batch size, not by the sum of the weights,
+    and the loss tracker weighs each batch by its size; so the mean over any
+    batching is the mean over all the samples.
+    """
+    weights = weight_values(model)
+    probs = numpy_forward(weights, x)
+    per_sample = -np.log(probs[np.arange(len(y)), y])
+    if sample_weight is not None:
+        per_sample = per_sample * sample_weight
+    return per_sample, 1e-3 * (weights[0].astype("float64") ** 2).sum(), probs
+
+
+def test_sample_weights_in_evaluate_and_validation_against_numpy_and_keras_model():
+    """`evaluate(..., sample_weight=w)` and `validation_data=(x, y, w)` weigh by `w`.
+
+    Batches of 50 leave a short one of 14. Catches a test step that drops the
+    weights (the unweighted loss, more than 10% off here), that divides by the
+    sum of the weights, or that drops them for the weighted metrics.
+    """
+    w_val = np.random.default_rng(6).uniform(0.0, 3.0, size=len(X_VAL)).astype("float32")
+    model = compile_classifier(classifier(extras=False), weighted_metrics=["accuracy"])
+    history = model.fit(
+        X,
+        Y,
+        batch_size=50,
+        epochs=2,
+        shuffle=False,
+        validation_data=(X_VAL, Y_VAL, w_val),
+        verbose=0,
+    ).history
+    per_sample, l2, probs = weighted_cross_entropy(model, X_VAL, Y_VAL, w_val)
+    expected_loss = per_sample.mean() + l2
+    correct = probs.argmax(axis=1) == Y_VAL
+    expected = {
+        "loss": expected_loss,
+        "accuracy": correct.mean(),
+        "weighted_accuracy": (w_val * correct).sum() / w_val.sum(),
+    }
+    unweighted = weighted_cross_entropy(model, X_VAL, Y_VAL)[0].mean() + l2
+    assert abs(unweighted - expected_loss) > 0.1 * expected_loss
+    assert abs(expected["weighted_accuracy"] - expected["accuracy"]) > 1e-4
+
+    reference = compile_classifier(twin(model, extras=False), weighted_metrics=["accuracy"])
+    evaluate = dict(
+        x=X_VAL, y=Y_VAL, sample_weight=w_val, batch_size=50, verbose=0, return_dict=True
+    )
+    logs, keras_logs = model.evaluate(**evaluate), reference.evaluate(**evaluate)
+    for name, value in expected.items():
+        assert math.isclose(logs[name], value, rel_tol=1e-5), name
+        assert math.isclose(keras_logs[name], value, rel_tol=1e-5), name
+        # The last epoch's validation ran on the same weights.
+        assert math.isclose(history[f"val_{name}"][-1], value, rel_tol=1e-5), name
+
+
+def test_short_last_batch_weighs_by_its_size_in_history_evaluate_and_loss_history():
+    """The loss of a short last batch counts by its sample count, against NumPy.
+
+    192 samples in batches of 50: three of 50 and one of 42, which the model
+    was not trained on, so its loss is higher. With a learning rate of 0
+    every batch's loss is known in float64. Catches a loss tracker that
+    weighs batches equally (the epoch loss is then the mean of the four batch
+    losses) in `fit`, in `evaluate` or in `LossHistory`'s epoch table.
+    """
+    model = compile_classifier(classifier(extras=False))
+    model.fit(X[:150], Y[:150], batch_size=50, epochs=10, verbose=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
+    recorder = keras_extras.LossHistory()
+    history = model.fit(
+        X, Y, batch_size=50, epochs=2, shuffle=False, callbacks=[recorder], verbose=0
+    ).history
+    per_sample, l2, _ = weighted_cross_entropy(model, X, Y)
+    batches = np.array([per_sample[i : i + 50].mean() + l2 for i in range(0, len(X), 50)])
+    expected = per_sample.mean() + l2
+    # Equal weights would be this far off, 100 times the tolerance below.
+    assert abs(batches.mean() - expected) > 100 * 1e-5 * expected
+
+    np.testing.assert_allclose(history["loss"], [expected] * 2, rtol=1e-5)
+    logs = model.evaluate(X, Y, batch_size=50, verbose=0, return_dict=True)
+    assert math.isclose(logs["loss"], expected, rel_tol=1e-5)
+    np.testing.assert_allclose(recorder.epochs["loss"], [expected] * 2, rtol=1e-5)
+    np.testing.assert_allclose(recorder.running["loss"][3::4], [expected] * 2, rtol=1e-5)
+    for epoch in (0, 1):
+        recorded = recorder.batches["loss"][4 * epoch : 4 * epoch + 4]
+        np.testing.assert_allclose(recorded[:3], batches[:3], rtol=1e-4)
+        # The documented value of a short last batch: S = 4 steps, b = 42, B = 50.
+        before = batches[:3].mean()
+        documented = before + (batches[3] - before) * 4 * 42 / (3 * 50 + 42)
+        np.testing.assert_allclose(recorded[3], documented, rtol=1e-4)
 
 
 def test_rmse_metric_in_the_step():
@@ -181,13 +276,6 @@ def test_steps_per_execution_matches_keras_model():
     history = model.fit(X, Y, callbacks=[counter], **dict(FIT, batch_size=32))
     assert len(calls) == 2 * 2  # 6 batches an epoch, 3 per execution
     assert_same_training(model, history, reference, reference.fit(X, Y, **dict(FIT, batch_size=32)))
-
-
-@pytest.mark.backends("torch", reason="the torch counterpart of the test above")
-def test_steps_per_execution_on_torch_raises_keras_error():
-    model = compile_classifier(classifier(extras=False), steps_per_execution=3)
-    with pytest.raises(ValueError, match="steps_per_execution"):
-        model.fit(X, Y, verbose=0)
 
 
 # --- Mixed precision ----------------------------------------------------------------------------

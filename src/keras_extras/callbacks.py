@@ -118,7 +118,11 @@ class LossHistory(keras.callbacks.Callback):
 
     * **Three tables.** `batches` holds the recovered per-batch values,
       `running` the raw running means exactly as Keras passed them, and
-      `epochs` the epoch-end logs, `val_*` included. Each is a dict of
+      `epochs` the epoch-end logs, `val_*` included, as `History` records
+      them: with what callbacks listed after this one add to the logs
+      (`learning_rate` from `LearningRateScheduler`), NaN in the epochs
+      that `validation_freq` skips, and scalars only (a vector-valued
+      metric such as `F1Score(average=None)` is left out). Each is a dict of
       equal-length lists, columns `epoch` (Keras's 0-based index), `step`
       (the global count of training batches done so far, continuing across
       `fit` calls) and one column per metric; a value missing in a row is
@@ -201,6 +205,7 @@ class LossHistory(keras.callbacks.Callback):
         self._checked = metrics is None
         self._pending: list[tuple[int, dict]] = []
         self._epoch_open = False
+        self._epoch_logs: dict | None = None
 
     def _wanted(self, name: str) -> bool:
         return self.metrics is None or name.removeprefix("val_") in self.metrics
@@ -212,7 +217,8 @@ class LossHistory(keras.callbacks.Callback):
         self._checked = self.metrics is None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        """Opens the epoch."""
+        """Completes the last epoch's row, and opens the epoch."""
+        self._complete_epoch()
         self._pending = []
         self._epoch_open = True
 
@@ -257,12 +263,24 @@ class LossHistory(keras.callbacks.Callback):
             _append_row(self.running, epoch, self._step, raw)
             _append_row(self.batches, epoch, self._step, own)
             previous, done = raw, end
-        row = {
+        _append_row(self.epochs, epoch, self._step, self._scalars(logs))
+        # Callbacks after this one may still add to the logs (LearningRateScheduler
+        # adds `learning_rate`), and History, called last, records that too.
+        self._epoch_logs = logs
+
+    def _scalars(self, logs: dict | None) -> dict[str, float]:
+        return {
             name: float(value)
             for name, value in (logs or {}).items()
             if isinstance(value, numbers.Real) and self._wanted(name)
         }
-        _append_row(self.epochs, epoch, self._step, row)
+
+    def _complete_epoch(self) -> None:
+        """Records in the last epoch's row what later callbacks put in its logs."""
+        logs, self._epoch_logs = self._epoch_logs, None
+        length = len(self.epochs["epoch"])
+        for name, value in self._scalars(logs).items():
+            self.epochs.setdefault(name, [math.nan] * length)[-1] = value
 
     def _check_metrics(self, logs: dict | None) -> None:
         if self._checked or not logs:
@@ -289,7 +307,8 @@ class LossHistory(keras.callbacks.Callback):
         return (end * value - done * before) / (end - done)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        """Drops the reference to the model."""
+        """Completes the last epoch's row, and drops the reference to the model."""
+        self._complete_epoch()
         self._model = None
 
     def to_dict(self) -> dict[str, dict[str, list]]:

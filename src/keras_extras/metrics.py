@@ -25,13 +25,14 @@ def align_targets(y_true: Any, y_pred: Any) -> tuple[Any, Any | None]:
 
     * Same shape, or the same but for a trailing axis of size 1 on either
       side: dense targets, returned reshaped to `y_pred`'s shape.
+      Two scalars are one sample.
     * `y_pred` has C > 1 entries on its last axis and `y_true` lacks that axis
       (or has size 1 there): sparse class labels. They are returned as they are,
       for the caller to validate and one-hot encode.
 
     Args:
         y_true: Targets or labels, a tensor.
-        y_pred: Predictions, a tensor with a batch axis.
+        y_pred: Predictions, a tensor.
 
     Returns:
         `(dense_targets, None)` for dense targets, `(None, labels)` for sparse
@@ -41,31 +42,89 @@ def align_targets(y_true: Any, y_pred: Any) -> tuple[Any, Any | None]:
         ValueError: if the shapes fit neither case; the message names both.
     """
     t_shape, p_shape = tuple(y_true.shape), tuple(y_pred.shape)
-    if len(p_shape) == 0:
-        raise ValueError(f"`y_pred` needs a batch axis, but it is a scalar (shape {p_shape}).")
     if _same_shape(t_shape, p_shape):
         return y_true, None
     if len(t_shape) == len(p_shape) + 1 and t_shape[-1] == 1 and _same_shape(t_shape[:-1], p_shape):
         return ops.squeeze(y_true, axis=-1), None
-    classes = p_shape[-1]
-    if len(t_shape) == len(p_shape) - 1 and _same_shape(t_shape, p_shape[:-1]):
-        if classes == 1:
-            return ops.expand_dims(y_true, axis=-1), None
+    if len(t_shape) == len(p_shape) - 1 and p_shape[-1] == 1 and _same_shape(t_shape, p_shape[:-1]):
+        return ops.expand_dims(y_true, axis=-1), None
+    # Labels need a batch axis and a class axis: 1-D predictions are samples, as in Keras.
+    batch_shape = p_shape[:-1]
+    if len(p_shape) >= 2 and _same_shape(t_shape, batch_shape):
         labels = y_true
-    elif t_shape[-1:] == (1,) and _same_shape(t_shape[:-1], p_shape[:-1]):
+    elif len(p_shape) >= 2 and t_shape[-1:] == (1,) and _same_shape(t_shape[:-1], batch_shape):
         labels = ops.squeeze(y_true, axis=-1)
     else:
+        labels_hint = f", or {batch_shape} / {batch_shape + (1,)} (integer class labels)"
         raise ValueError(
             f"Incompatible shapes: y_true has shape {t_shape} and y_pred has shape "
-            f"{p_shape}. Expected y_true of shape {p_shape} (dense targets), or "
-            f"{p_shape[:-1]} / {p_shape[:-1] + (1,)} (integer class labels)."
+            f"{p_shape}. Expected y_true of shape {p_shape} (dense targets)"
+            f"{labels_hint if len(p_shape) >= 2 else ''}."
         )
+    classes = p_shape[-1]
     if classes is None:
         raise ValueError(
             f"Sparse labels of shape {t_shape} need a known number of classes, but "
             f"y_pred has shape {p_shape}."
         )
     return None, labels
+
+
+def _squeeze_or_expand(values: Any, weight: Any) -> tuple[Any, Any]:
+    """Keras's `squeeze_or_expand_to_same_rank`: ranks one apart by a trailing 1 meet."""
+    v_rank, w_rank = len(values.shape), len(weight.shape)
+    if v_rank == w_rank + 1 and values.shape[-1] == 1:
+        if w_rank == 1:
+            return values, ops.expand_dims(weight, axis=-1)
+        return ops.squeeze(values, axis=-1), weight
+    if w_rank == v_rank + 1 and weight.shape[-1] == 1:
+        if v_rank == 1:
+            return ops.expand_dims(values, axis=-1), weight
+        return values, ops.squeeze(weight, axis=-1)
+    return values, weight
+
+
+def _broadcasts(shape: _Shape, to: _Shape) -> bool:
+    """Whether `shape` broadcasts to `to` (NumPy's rule, one way), unknown dims passing."""
+    pairs = zip(reversed(shape), reversed(to))
+    return len(shape) <= len(to) and all(s in (1, None) or t is None or s == t for s, t in pairs)
+
+
+def _mean_over(x: Any, first_axis: int) -> Any:
+    """The mean of `x` over its axes from `first_axis` on."""
+    rank = len(x.shape)
+    return ops.mean(x, axis=tuple(range(first_axis, rank))) if rank > first_axis else x
+
+
+def _weighted_sums(values: Any, sample_weight: Any, dtype: Any) -> tuple[Any, Any]:
+    """`(sum of weighted values, sum of weights)` of one batch, by Keras's `Mean` rule.
+
+    As `keras.metrics.Mean` does: `values` are averaged down to the weight's rank,
+    the weight is broadcast to them, both are averaged over every axis but the first,
+    then summed. So a weight of rank 1 weights each sample, one of `values`' rank
+    weights each element, and a scalar weights the whole batch's mean as one sample.
+    Without a weight, each sample (or a scalar value) counts 1.
+    """
+    if sample_weight is None:
+        count = ops.shape(values)[0] if len(values.shape) else 1
+        return ops.sum(_mean_over(values, 1)), ops.convert_to_tensor(count, dtype=dtype)
+    weight = ops.convert_to_tensor(sample_weight, dtype=dtype)
+    given, errors = tuple(weight.shape), tuple(values.shape)
+    values, weight = _squeeze_or_expand(values, weight)
+    if not len(weight.shape):
+        # The batch's mean as one sample of that weight. Keras's mean of an empty
+        # batch is NaN; here an empty batch adds nothing, as it does unweighted.
+        size = ops.cast(ops.size(values), dtype)
+        return ops.divide_no_nan(ops.sum(values) * weight, size), weight * ops.minimum(size, 1)
+    values = _mean_over(values, len(weight.shape))
+    if not _broadcasts(tuple(weight.shape), tuple(values.shape)):
+        raise ValueError(
+            f"sample_weight of shape {given} does not fit the squared errors of shape "
+            f"{errors}: give a scalar, one weight per sample, or weights of their "
+            "rank whose axes have their sizes or 1."
+        )
+    weight = ops.broadcast_to(weight, ops.shape(values))
+    return ops.sum(_mean_over(values * weight, 1)), ops.sum(_mean_over(weight, 1))
 
 
 def _concrete(x: Any) -> np.ndarray | None:
@@ -119,17 +178,27 @@ class RootMeanSquaredError(keras.metrics.Metric):
       `keras.metrics.RootMeanSquaredError` and scikit-learn's
       `root_mean_squared_error` on the flattened arrays. (scikit-learn's
       default for several target columns averages each column's RMSE, which
-      is a different quantity.)
+      is a different quantity.) Other shapes are refused rather than
+      broadcast against each other, as the built-in would.
     * **Sparse labels.** When `y_pred`'s last axis has C > 1 entries and
       `y_true` holds integer class labels without that axis, of shape (N,) or
       (N, 1) for (N, C) predictions, the labels are one-hot encoded to C
       classes first. The result equals the dense result on those one-hot
       targets, so `metrics=[RMSE()]` works for a softmax classifier trained
       with `sparse_categorical_crossentropy`.
-    * **Weights.** `sample_weight` of shape (N,), (N, 1) or a scalar weights
-      each sample's mean squared error. With no samples, or a total weight of
-      0, the result is 0.0, never NaN. An empty batch leaves the state as it
-      was.
+    * **Weights.** `sample_weight` takes every shape that
+      `keras.metrics.RootMeanSquaredError` takes, with the same meaning (that of
+      `keras.metrics.Mean`): the squared errors are averaged down to the
+      weight's rank, weighted, and each sample's share and weight are averaged
+      over its remaining axes. So (N,) and (N, 1) weight each sample; (N, T)
+      weights each time step of (N, T) or (N, T, C) targets; a weight of the
+      errors' rank weights each element, any size-1 axis broadcasting; in
+      sparse-label mode, weights of the labels' shape weight each label. A
+      scalar weights the batch's mean as one sample, as in Keras. With no
+      samples, or a total weight of 0, the result is 0.0, never NaN. An empty
+      batch leaves the state as it was.
+    * **Scalars and 1-D inputs** are treated as Keras treats them: two
+      scalars are one sample, and (N,) targets and predictions are N samples.
     * **Exact over long streams.** The running sums are kept as float32
       high/low pairs with compensated (TwoSum) addition, about 48 bits of
       precision, so neither the count nor the total stops growing past 2**24
@@ -141,11 +210,12 @@ class RootMeanSquaredError(keras.metrics.Metric):
 
     Raises:
         ValueError: from `update_state`, if the shapes are incompatible (the
-            message names both), if `sample_weight`'s shape fits neither (N,)
-            nor (N, 1), or, in an eager call, if a sparse label is outside
-            [0, C) or not a whole number. Inside a compiled step (`fit`,
-            `tf.function`, `jax.jit`), where no error can be raised, an invalid
-            label makes the result NaN instead of being dropped silently.
+            message names both), if `sample_weight` does not broadcast to the
+            squared errors (the message names both shapes), or, in an eager
+            call, if a sparse label is outside [0, C) or not a whole number.
+            Inside a compiled step (`fit`, `tf.function`, `jax.jit`), where no
+            error can be raised, an invalid label makes the result NaN instead
+            of being dropped silently.
 
     Example:
     >>> import keras_extras
@@ -160,6 +230,12 @@ class RootMeanSquaredError(keras.metrics.Metric):
     >>> m.update_state([1], [[1.0, 0.0]], sample_weight=[0.0])  # weight 0
     >>> round(float(m.result()), 4)
     0.1581
+    >>> m.reset_state()
+    >>> m.update_state(  # per-element weights
+    ...     [[0.0, 1.0], [2.0, 0.0]], [[1.0, 1.0], [0.0, 0.0]],
+    ...     sample_weight=[[1.0, 0.0], [0.5, 1.0]])
+    >>> round(float(m.result()), 4)
+    1.0954
 
     Usage with `compile()`:
 
@@ -186,9 +262,11 @@ class RootMeanSquaredError(keras.metrics.Metric):
         Args:
             y_true: Dense targets, or integer class labels (see the class
                 docstring for the shape rule).
-            y_pred: Predictions, with a batch axis.
-            sample_weight: Optional per-sample weights, shape (N,), (N, 1) or
-                a scalar.
+            y_pred: Predictions: a batch of them, or one scalar.
+            sample_weight: Optional weights: a scalar (the batch's weight), one
+                per sample, shape (N,) or (N, 1), or a tensor of the rank of
+                `y_true` (of the labels, for sparse labels) whose axes have
+                its sizes or 1, such as (N, T) per-timestep weights.
 
         Raises:
             ValueError: on incompatible shapes, or on invalid labels in an
@@ -199,7 +277,6 @@ class RootMeanSquaredError(keras.metrics.Metric):
         targets, labels = align_targets(y_true, y_pred)
         if labels is None:
             squared = ops.square(y_pred - ops.cast(targets, self.dtype))
-            valid = None
         else:
             classes = int(y_pred.shape[-1])
             eager_labels = _concrete(labels)
@@ -210,24 +287,14 @@ class RootMeanSquaredError(keras.metrics.Metric):
             safe = ops.cast(ops.where(valid, labels, ops.zeros_like(labels)), "int32")
             squared = ops.square(y_pred - ops.one_hot(safe, classes, dtype=self.dtype))
 
-        per_sample = squared
-        if len(per_sample.shape) > 1:
-            per_sample = ops.mean(per_sample, axis=tuple(range(1, len(per_sample.shape))))
-        if valid is not None:
-            if len(valid.shape) > 1:
-                valid = ops.all(valid, axis=tuple(range(1, len(valid.shape))))
-            # Not `full_like`: on torch it calls `.item()`, which fails on the "meta"
+            # An invalid label's sample turns NaN rather than being dropped. Not
+            # `full_like`: on torch it calls `.item()`, which fails on the "meta"
             # device where Keras first builds the compiled metrics.
-            per_sample = ops.where(valid, per_sample, ops.zeros_like(per_sample) + np.nan)
+            nan = ops.zeros_like(squared) + np.nan
+            squared = ops.where(ops.expand_dims(valid, axis=-1), squared, nan)
 
-        if sample_weight is None:
-            count = ops.convert_to_tensor(ops.shape(per_sample)[0], dtype=self.dtype)
-            batch = ops.stack([ops.sum(per_sample), count])
-        else:
-            weight = self._per_sample_weight(sample_weight, per_sample)
-            batch = ops.stack([ops.sum(per_sample * weight), ops.sum(weight)])
-
-        self._add(batch)
+        total, count = _weighted_sums(squared, sample_weight, self.dtype)
+        self._add(ops.stack([total, count]))
 
     def _add(self, hi: Any, lo: Any = None) -> None:
         """Adds the pair `hi + lo` to the state, keeping its rounding error in `lo`."""
@@ -284,20 +351,6 @@ class RootMeanSquaredError(keras.metrics.Metric):
             )
         self.hi.assign(np.asarray(state["hi"], dtype=self.dtype))
         self.lo.assign(np.asarray(state["lo"], dtype=self.dtype))
-
-    def _per_sample_weight(self, sample_weight: Any, per_sample: Any) -> Any:
-        weight = ops.convert_to_tensor(sample_weight, dtype=self.dtype)
-        shape = tuple(per_sample.shape)
-        if len(weight.shape) == 0:
-            return ops.broadcast_to(weight, ops.shape(per_sample))
-        if _same_shape(tuple(weight.shape), shape):
-            return weight
-        if _same_shape(tuple(weight.shape), shape + (1,)):
-            return ops.squeeze(weight, axis=-1)
-        raise ValueError(
-            f"sample_weight must have shape {shape} or {shape + (1,)} (one weight per "
-            f"sample), but it has shape {tuple(weight.shape)}."
-        )
 
     def result(self) -> Any:
         """The root mean squared error so far; 0.0 when nothing was counted.

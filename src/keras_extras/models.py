@@ -430,6 +430,10 @@ class CustomModel(keras.Model):
         """
         return _CompiledMetrics(self)
 
+    def _transforms_gradients(self) -> bool:
+        """Whether `transform_gradients` is overridden, so that the step must call it."""
+        return type(self).transform_gradients is not CustomModel.transform_gradients
+
     def _hooked_gradients(self, gradients: list, variables: list) -> list:
         """Runs `transform_gradients` on the gradients of the true loss.
 
@@ -438,7 +442,7 @@ class CustomModel(keras.Model):
         unscaled, so that a clip threshold or a noise level means the same
         as in float32, and they are scaled back afterwards.
         """
-        if type(self).transform_gradients is CustomModel.transform_gradients:
+        if not self._transforms_gradients():
             # Not overridden: the gradients stay bit for bit what Keras's step has.
             return gradients
         scale = _loss_scale(self.optimizer)

@@ -71,19 +71,28 @@ def step_loss(model: Any, x: Any, y: Any, y_pred: Any, sample_weight: Any, train
     """`compute_loss`, recorded once in the loss tracker as the loss of this batch.
 
     The tracker gets exactly what `compute_loss` returns, the loss that is
-    minimised. A `compute_loss` override may call `compiled_loss`, which
-    records its own value outside a step; the flag keeps that from counting
-    the batch twice.
+    minimised.
+    """
+    loss = unrecorded_loss(model, x, y, y_pred, sample_weight, training)
+    record_loss(model, loss, batch_size(x))
+    return loss
+
+
+def unrecorded_loss(
+    model: Any, x: Any, y: Any, y_pred: Any, sample_weight: Any, training: bool
+) -> Any:
+    """`compute_loss`, for a step that records it itself with `record_loss`.
+
+    A `compute_loss` override may call `compiled_loss`, which records its own
+    value outside a step; the flag keeps that from counting the batch twice.
     """
     model._step_records_loss = True
     try:
-        loss = model._compute_loss(
+        return model._compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
         )
     finally:
         model._step_records_loss = False
-    record_loss(model, loss, batch_size(x))
-    return loss
 
 
 def record_loss(model: Any, loss: Any, samples: Any) -> None:

@@ -44,12 +44,39 @@ def _stateless(fn: Callable[[], Any], state: dict) -> tuple[Any, dict]:
     return result, new_state
 
 
+# Methods of Keras's JAX trainer that its default step calls and this step does not.
+_KERAS_STEP_METHODS = ("compute_loss_and_updates", "stateless_compute_loss")
+
+
+def _check_no_keras_step_override(model: Any) -> None:
+    """Raises if `model` overrides a part of Keras's JAX step but relies on this one.
+
+    keras.Model's default JAX step would run the override; this step never
+    calls it, and ignoring it would train on another loss without a word.
+    A subclass with its own `train_step` may use these names for helpers.
+    """
+    from keras_extras.models import CustomModel  # models imports this package
+
+    cls = type(model)
+    if cls.train_step is not CustomModel.train_step:
+        return
+    for name in _KERAS_STEP_METHODS:
+        if getattr(cls, name) is not getattr(keras.Model, name):
+            raise TypeError(
+                f"{cls.__name__} overrides `{name}`, which keras.Model's default JAX "
+                "step calls but CustomModel's step does not, so it would be ignored. "
+                "Put the loss in `compute_loss` (it runs on every backend), or "
+                "override `train_step` and call the helper from there."
+            )
+
+
 def _values(state: dict, *names: str) -> tuple:
     return tuple(state[name][1] for name in names)
 
 
 def train_step(model: Any, state: tuple, data: Any) -> tuple[dict, tuple]:
     """One training step: `(logs, new_state)` from `(state, data)`."""
+    _check_no_keras_step_override(model)
     trainable, non_trainable, optimizer_vars, metrics_vars = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     optimizer = model.optimizer
@@ -63,32 +90,40 @@ def train_step(model: Any, state: tuple, data: Any) -> tuple[dict, tuple]:
         }
 
     def scaled_loss(trainable, non_trainable, metrics_vars):
+        # The loss is recorded outside the differentiated function, as Keras's own
+        # step does: with jit off, every operation inside it is traced for the
+        # gradient, at several times the cost of running it.
         def forward_and_loss():
             y_pred = _steps.forward(model, x, training=True)
-            loss = _steps.step_loss(model, x, y, y_pred, sample_weight, training=True)
-            return optimizer.scale_loss(loss), y_pred
+            loss = _steps.unrecorded_loss(model, x, y, y_pred, sample_weight, training=True)
+            return optimizer.scale_loss(loss), (loss, y_pred)
 
-        (loss, y_pred), new = _stateless(
+        (scaled, (loss, y_pred)), new = _stateless(
             forward_and_loss, named_state(trainable, non_trainable, metrics_vars, optimizer_vars)
         )
-        return loss, (y_pred, *_values(new, "non_trainable", "metrics"))
+        return scaled, (loss, y_pred, *_values(new, "non_trainable", "metrics"))
 
     grad_fn = jax.value_and_grad(scaled_loss, has_aux=True)
-    (_, (y_pred, non_trainable, metrics_vars)), gradients = grad_fn(
+    (_, (loss, y_pred, non_trainable, metrics_vars)), gradients = grad_fn(
         trainable, non_trainable, metrics_vars
     )
 
-    # The hook may draw random numbers or update metrics: keep those changes.
-    gradients, new = _stateless(
-        lambda: model._hooked_gradients(gradients, model.trainable_variables),
-        named_state(trainable, non_trainable, metrics_vars, optimizer_vars),
-    )
-    non_trainable, metrics_vars = _values(new, "non_trainable", "metrics")
+    if model._transforms_gradients():
+        # The hook may draw random numbers or update metrics: keep those changes.
+        gradients, new = _stateless(
+            lambda: model._hooked_gradients(gradients, model.trainable_variables),
+            named_state(trainable, non_trainable, metrics_vars, optimizer_vars),
+        )
+        non_trainable, metrics_vars = _values(new, "non_trainable", "metrics")
 
     trainable, optimizer_vars = optimizer.stateless_apply(optimizer_vars, gradients, trainable)
 
+    def record_and_compute_metrics():
+        _steps.record_loss(model, loss, _steps.batch_size(x))
+        return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
     logs, new = _stateless(
-        lambda: model.compute_metrics(x, y, y_pred, sample_weight=sample_weight),
+        record_and_compute_metrics,
         named_state(trainable, non_trainable, metrics_vars, optimizer_vars),
     )
     non_trainable, metrics_vars = _values(new, "non_trainable", "metrics")
@@ -97,6 +132,7 @@ def train_step(model: Any, state: tuple, data: Any) -> tuple[dict, tuple]:
 
 def test_step(model: Any, state: tuple, data: Any) -> tuple[dict, tuple]:
     """One evaluation step: `(logs, new_state)` from `(state, data)`."""
+    _check_no_keras_step_override(model)
     trainable, non_trainable, metrics_vars = state
     logs, new = _stateless(
         lambda: _steps.evaluate_batch(model, data),

@@ -1,0 +1,181 @@
+"""Across processes: JAX multi-process training and torch.distributed evaluation.
+
+Both start real processes on 127.0.0.1 through the examples' launcher
+(`examples/launcher.py`) and check their numbers against one process: the JAX
+run against a one-device run of the same global batches
+(`examples/jax_multiprocess.py`); the torch ranks' merged RMSE against one
+`evaluate` of all the data, and their DistributedDataParallel loop against the
+same loop in one process (`examples/torch_distributed_evaluation.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+import numpy as np
+import pytest
+from harness import load_example, run_example
+
+common = load_example("common")
+# As in test_distribution.py: a fault that drops or doubles one process's
+# share must move the values by this many times the comparison's tolerance.
+MARGIN = 100
+
+
+def read_json(path: os.PathLike) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def numpy_rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Float64 RMSE, per sample over the output axis, then over the samples."""
+    error = np.asarray(y_pred, "float64") - np.asarray(y_true, "float64")
+    return float(np.sqrt(np.mean(np.mean(error**2, axis=-1))))
+
+
+JAX_ONLY = "jax.distributed and keras.distribution across processes run on JAX"
+
+
+@pytest.mark.multiprocess
+@pytest.mark.backends("jax", reason=JAX_ONLY)
+def test_jax_two_processes_equal_one_device(tmp_path):
+    # One launch for every check (process start-up and compilation are most
+    # of the cost), each check in a helper of its own below.
+    launcher = load_example("jax_multiprocess")
+    with launcher.launch(str(tmp_path)) as processes:
+        processes.wait(timeout=300)
+    reference = read_json(tmp_path / "reference.json")
+    workers = {name: read_json(tmp_path / f"{name}.json") for name in processes.names[:-1]}
+    assert len(workers) == 2
+    for name, run in workers.items():
+        assert run["processes"] == 2
+        # One global mesh: each process sees both processes' devices.
+        assert len(set(run["devices"])) == 2
+        assert run["devices"] == workers["worker0"]["devices"]
+        assert run["batch_axes"] == ["batch", None]
+        assert run["kernel_replicated"]
+        problems = common.compare(run, reference)
+        assert not problems, f"{name} differs from one device:\n" + "\n".join(problems)
+    assert_rmse_against_numpy(launcher, reference, workers)
+    assert_one_share_dropped_or_doubled_is_seen(reference, workers)
+    assert_dropout_counts_global_batches_and_resumes(launcher, reference, workers)
+
+
+def assert_rmse_against_numpy(launcher, reference: dict, workers: dict) -> None:
+    """Dense and sparse RMSE in every process's `evaluate`, against float64 NumPy."""
+    history = reference["history"]
+    assert all(len(v) == common.EPOCHS for v in history.values())
+    # The regression head's RMSE is sqrt of Keras's MSE, epoch by epoch.
+    for prefix in ("", "val_"):
+        np.testing.assert_allclose(
+            history[f"{prefix}value_rmse"], np.sqrt(history[f"{prefix}value_loss"]), rtol=1e-5
+        )
+    _, _, _, y_val = launcher.make_data()
+    predictions = {k: np.asarray(v) for k, v in reference["val_predictions"].items()}
+    one_hot = np.eye(3)[y_val["label"]]
+    for run in (reference, *workers.values()):
+        evaluation = run["evaluate"]
+        np.testing.assert_allclose(
+            evaluation["value_rmse"], numpy_rmse(y_val["value"], predictions["value"]), rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            evaluation["label_rmse"], numpy_rmse(one_hot, predictions["label"]), rtol=1e-5
+        )
+
+
+def assert_one_share_dropped_or_doubled_is_seen(reference: dict, workers: dict) -> None:
+    """A process's share lost or counted twice moves every value far past the tolerance."""
+    # On one device: the second half of every validation batch dropped, or doubled.
+    for key, change in reference["sensitivity"].items():
+        assert change > MARGIN * common.RTOL, f"a lost share moves {key} by only {change:.2e}"
+    # Across the processes: process 1 fed process 0's share in place of its own.
+    for name, run in workers.items():
+        for key, want in reference["evaluate"].items():
+            change = abs(run["fault_evaluate"][key] - want) / abs(want)
+            assert change > MARGIN * common.RTOL, f"{name}: the fault moves {key} by {change:.2e}"
+
+
+def assert_dropout_counts_global_batches_and_resumes(
+    launcher, reference: dict, workers: dict
+) -> None:
+    """ScheduledDropout: once per global batch on every process; process 0's file resumes it."""
+    trained = common.expected_dropout_iterations()
+    resumed = trained + launcher.RESUMED_EPOCHS * common.TRAIN_SAMPLES // common.GLOBAL_BATCH
+    assert resumed < launcher.WARMUP_STEPS, "the rate must still be rising after the reload"
+    assert reference["dropout_iterations"] == trained
+    assert reference["resumed"]["dropout_iterations"] == resumed
+    for name, run in workers.items():
+        # Not per process, not per device.
+        assert run["dropout_iterations"] == trained, name
+        assert len(run["batches"]["loss"]) == trained, name
+        # Process 0's file, loaded by every process, carries the counter...
+        assert run["loaded_iterations"] == trained, name
+        assert run["resumed"]["dropout_iterations"] == resumed, name
+        # ...and training goes on as if it had never stopped: the same rates,
+        # masks and weights as the one-device run that did not stop.
+        problems = common.compare(run["resumed"], reference["resumed"])
+        assert not problems, f"{name} after the reload:\n" + "\n".join(problems)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.backends("jax", reason=JAX_ONLY)
+def test_jax_dead_process_is_reported_within_seconds(tmp_path):
+    launcher = load_example("jax_multiprocess")
+    processes = launcher.launch(str(tmp_path), ("--crash-after-batch", "1"), reference=False)
+    with processes:
+        with pytest.raises(launcher.WorkerFailed, match="worker1 exited with status 3") as info:
+            processes.wait(timeout=300)
+        reported = time.time()
+    # Worker 0 waits inside the next step's collective for a peer that is gone.
+    exited = float(re.search(r"worker 1: exiting at ([\d.]+)", str(info.value)).group(1))
+    assert reported - exited < 5, f"the exit was reported after {reported - exited:.1f} s"
+    # Worker 0 was killed by the launcher, unless the failed collective ended it first.
+    assert all(p.returncode is not None for p in processes.processes)
+    assert processes.processes[1].returncode == 3
+
+
+@pytest.mark.multiprocess
+@pytest.mark.backends("torch", reason="torch.distributed with a Keras model on the torch backend")
+def test_torch_distributed_evaluation_and_ddp_training_equal_one_process(tmp_path):
+    # One launch: the ranks evaluate, then train.
+    out = tmp_path / "values.json"
+    run_example("torch_distributed_evaluation", "--out", str(out))
+    values = read_json(out)
+    assert_sharded_evaluation_merges_to_one_process(values)
+    assert_ddp_training_equals_one_process(values)
+
+
+def assert_sharded_evaluation_merges_to_one_process(values: dict) -> None:
+    """Each rank's RMSE state, gathered and merged: one process's `evaluate`."""
+    one_process = values["one_process"]
+    np.testing.assert_allclose(one_process, values["numpy"], rtol=1e-6)
+    assert set(values["splits"]) == {"even", "uneven"}
+    for split, first in values["splits"].items():
+        ranks = [values["rank0"][split], values["rank1"][split]]
+        assert [r["rows"] for r in ranks] == [first, values["samples"] - first]
+        # Every rank gathered every rank's state, in rank order.
+        assert ranks[0]["states"] == ranks[1]["states"]
+        for rank in ranks:
+            # To float32 rounding: the batches are cut otherwise than in one process.
+            np.testing.assert_allclose(rank["merged"], one_process, rtol=1e-6)
+        # What the merge avoids: a rank's part lost (each rank's own result).
+        for rank in ranks:
+            assert abs(rank["own"] - one_process) > MARGIN * 1e-6 * one_process, split
+    # ...or the ranks' results averaged, wrong for shards of different sizes.
+    uneven = [values["rank0"]["uneven"]["own"], values["rank1"]["uneven"]["own"]]
+    assert abs(np.mean(uneven) - one_process) > MARGIN * 1e-6 * one_process
+
+
+def assert_ddp_training_equals_one_process(values: dict) -> None:
+    """A torch loop around the Keras model in DDP: the one-process loop's weights and RMSE."""
+    single = values["one_process_training"]
+    assert single["epoch_rmse"][1] < single["epoch_rmse"][0], "the loop must train"
+    for rank in ("rank0", "rank1"):
+        ddp = values[rank]["ddp"]
+        # The merged RMSE of the ranks' halves is the RMSE of the global batches.
+        np.testing.assert_allclose(ddp["epoch_rmse"], single["epoch_rmse"], rtol=1e-5)
+        for got, want in zip(ddp["weights"], single["weights"]):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
