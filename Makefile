@@ -14,7 +14,7 @@ BACKEND_PACKAGES := tensorflow-cpu jax[cpu] torch
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: venv test test-backend demo docs bench bench-quick lint clean
+.PHONY: venv test test-backend test-oldest demo docs bench bench-quick lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,26 @@ test: $(STAMP)
 	  echo "=== KERAS_BACKEND=$$b"; \
 	  KERAS_BACKEND=$$b $(BIN)/python -m pytest $(PYTEST_ARGS); \
 	done
+
+# The oldest Keras that pyproject.toml admits, in its own .venv-oldest pinned by
+# constraints-oldest.txt. TensorFlow 2.21 needs keras>=3.12, so this leg runs the whole
+# suite on JAX, then CustomModel and the callbacks on torch.
+OLDEST_VENV := .venv-oldest
+OLDEST_STAMP := $(OLDEST_VENV)/.installed-stamp
+OLDEST_TORCH_TESTS := tests/test_models.py tests/test_models_workflows.py tests/test_callbacks.py
+
+$(OLDEST_STAMP): pyproject.toml constraints-oldest.txt
+	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -c constraints-oldest.txt -e ".[dev]" jax[cpu] torch
+	touch $@
+
+test-oldest: $(OLDEST_STAMP)
+	@set -e; \
+	echo "=== oldest Keras, KERAS_BACKEND=jax"; \
+	KERAS_BACKEND=jax $(OLDEST_VENV)/bin/python -m pytest $(PYTEST_ARGS); \
+	echo "=== oldest Keras, KERAS_BACKEND=torch"; \
+	KERAS_BACKEND=torch $(OLDEST_VENV)/bin/python -m pytest $(PYTEST_ARGS) $(OLDEST_TORCH_TESTS)
 
 # Benchmarks against the Keras built-ins, one process per backend (and per device, CPU
 # then a CUDA GPU if the backend sees one): benchmarks/results/<device>-<backend>.json,
@@ -61,4 +81,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs examples
 
 clean:
-	rm -rf $(VENV) docs/_build .pytest_cache .hypothesis keras-extras-demo
+	rm -rf $(VENV) $(OLDEST_VENV) docs/_build .pytest_cache .hypothesis keras-extras-demo

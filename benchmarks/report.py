@@ -16,11 +16,11 @@ It imports neither Keras nor a backend; the chart needs matplotlib.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import io
 import json
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -356,7 +356,7 @@ def chart(runs: list[dict[str, Any]], path: Path) -> None:
         for axes, (device_title, device_runs) in zip(axes_list, panels, strict=True):
             _chart_panel(axes, device_title, device_runs)
     figure.tight_layout()
-    _atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    _write_png(figure, path)
 
 
 def _chart_panel(axes: Any, device_title: str, device_runs: list[dict[str, Any]]) -> None:
@@ -479,23 +479,23 @@ def scaling_chart(runs: list[dict[str, Any]], path: Path) -> None:
     names = sorted({r["machine"]["device_name"] for r in runs})
     figure.suptitle(f"RMSE update time against batch size: {'; '.join(names)}", fontsize=10)
     figure.tight_layout()
-    _atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    _write_png(figure, path)
 
 
-def _atomic(path: Path, write: Any) -> None:
-    """Calls `write(temp_path)`, then moves the temp file onto `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+def _write_png(figure: Any, path: Path) -> None:
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100)
+    _atomic_write(path, png.getvalue())
 
 
-def _write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+def _atomic_write(path: Path, data: bytes | str) -> None:
+    # keras_extras._files, loaded without keras_extras's __init__, which imports Keras.
+    spec = importlib.util.find_spec("keras_extras")
+    folder = spec.submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location("keras_extras_files", f"{folder}/_files.py")
+    files = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(files)
+    files.atomic_write(path, data)
 
 
 def write_report(directory: Path) -> list[Path]:
@@ -504,8 +504,8 @@ def write_report(directory: Path) -> list[Path]:
     runs = load(directory)
     blocks = document(runs)
     outputs = [directory / "README.md", directory / "table.rst", directory / "ratios.png"]
-    _write_text(outputs[0], to_markdown(blocks))
-    _write_text(outputs[1], to_rst(blocks))
+    _atomic_write(outputs[0], to_markdown(blocks))
+    _atomic_write(outputs[1], to_rst(blocks))
     chart(runs, outputs[2])
     for device in DEVICES:
         scaled = [r for r in runs if r["machine"]["device"] == device and "scaling" in r]

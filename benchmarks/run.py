@@ -35,14 +35,12 @@ STAGES = ("metric_update", "scaling", "training_step", "callback", "layer")
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Writes `data` to `path` atomically: a temp file in the same folder, then a rename."""
+    """Writes `data` to `path` atomically, creating its folder."""
+    # Imported here: keras_extras imports Keras, which must wait for the backend choice.
+    from keras_extras._files import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-    os.replace(f.name, path)
+    atomic_write(path, json.dumps(data, indent=1) + "\n")
 
 
 def _summary(record: dict[str, Any]) -> str:

@@ -8,7 +8,6 @@ with their real addresses on docs.python.org and numpy.org.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import zlib
@@ -18,6 +17,7 @@ DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent / "src"))
 
 import keras_extras  # noqa: E402
+from keras_extras._files import atomic_write  # noqa: E402
 
 project = "keras_extras"
 author = "keras_extras developers"
@@ -111,9 +111,7 @@ def _write_inventory(path: Path, project_name: str, objects: dict) -> None:
         for name, (role, uri) in sorted(objects.items())
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(header.encode() + zlib.compress(body.encode()))
-    os.replace(tmp, path)
+    atomic_write(path, header.encode() + zlib.compress(body.encode()))
 
 
 intersphinx_mapping = {}

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Any
 
 import keras
 import numpy as np
 
 import keras_extras
+from keras_extras._files import atomic_write
 
 GLOBAL_BATCH = 16
 EPOCHS = 2
@@ -225,10 +225,7 @@ def replica_sensitivity(
 
 def write_json(path: str, payload: Any) -> None:
     """Writes `payload` to `path` atomically (a temp file beside it, then a rename)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(payload))
 
 
 def report(problems: list[str], label: str) -> int:

@@ -147,10 +147,14 @@ def resume(model: Any, x: Any, y: Any, batch_size: int) -> dict:
 
 
 def save_atomically(model: Any, path: str) -> None:
-    """`model.save(path)` through a temp file, so that a reader never sees half a file."""
-    tmp = f"{path[: -len('.keras')]}.{os.getpid()}.tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
+    """`model.save(path)`, so that a reader never sees half a file."""
+    from keras_extras._files import atomic_write
+
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(path) or None) as folder:
+        tmp = os.path.join(folder, "model.keras")
+        model.save(tmp)
+        with open(tmp, "rb") as f:
+            atomic_write(path, f.read())
 
 
 def run_worker(index: int, port: int, folder: str, crash_after_batch: int | None) -> None:

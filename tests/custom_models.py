@@ -53,8 +53,8 @@ def compile_classifier(model, **kwargs):
     return model
 
 
-def classic_subclass():
-    """The tf.keras 2 custom train_step, in this backend's form.
+def classic_subclass(base=keras_extras.CustomModel):
+    """The tf.keras 2 custom train_step, in this backend's form, on `base`.
 
     It passes the batch's sample weights on, as the tf.keras 2 guide's
     weighted step does; batches without weights give None.
@@ -62,7 +62,7 @@ def classic_subclass():
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
-        class Classic(keras_extras.CustomModel):
+        class Classic(base):
             def train_step(self, data):
                 x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
                 with tf.GradientTape() as tape:
@@ -77,7 +77,7 @@ def classic_subclass():
     else:
         import torch
 
-        class Classic(keras_extras.CustomModel):
+        class Classic(base):
             def train_step(self, data):
                 x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
                 self.zero_grad()

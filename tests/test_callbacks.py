@@ -770,10 +770,8 @@ def test_unwritable_folder_fails_before_training(trained, tmp_path):
 # A child whose `open` runs the real atomic write, but dies halfway through the
 # temporary file of its second write.
 CRASHING_CHILD = """\
-import builtins, os, sys
-del sys.path[0]
-namespace = {"__name__": "crashing_child"}
-exec(compile(open(sys.argv[1]).read(), sys.argv[1], "exec"), namespace)
+import builtins, os
+import keras_extras._files as files
 writes = []
 
 class HalfWriter:
@@ -796,24 +794,22 @@ def crashing_open(path, mode="r", *args, **kwargs):
             return HalfWriter(f)
     return f
 
-namespace["open"] = crashing_open
-namespace["main"]()
+files.open = crashing_open
+importlib.import_module("keras_extras._plotting").main()
 """
 
 FAILING_CHILD = """\
-import sys
-del sys.path[0]
-namespace = {"__name__": "failing_child"}
-exec(compile(open(sys.argv[1]).read(), sys.argv[1], "exec"), namespace)
+plotting = importlib.import_module("keras_extras._plotting")
 def draw(self, *args, **kwargs):
     raise ValueError("boom")
-namespace["Drawing"].draw = draw
-namespace["main"]()
+plotting.Drawing.draw = draw
+plotting.main()
 """
 
 
 def child_with(code):
-    return lambda: [sys.executable, "-c", code, os.path.abspath(_plotting.__file__)]
+    command = _plotting.child_command()
+    return lambda: [*command[:2], _plotting.CHILD_PRELUDE + code, *command[3:]]
 
 
 def test_crash_during_the_write_leaves_the_previous_png(trained, tmp_path, monkeypatch):
@@ -933,9 +929,10 @@ def test_headless_from_a_thread_without_touching_matplotlib_state(tmp_path):
     # The drawing child itself never imports pyplot.
     script = f"""
         import pickle, sys
-        namespace = {{"__name__": "child"}}
-        path = {_plotting.__file__!r}
-        exec(compile(open(path).read(), path, "exec"), namespace)
+        sys.argv[1:] = [{os.path.dirname(_plotting.__file__)!r}]
+        sys.path.insert(0, "")
+        exec({_plotting.CHILD_PRELUDE!r})
+        namespace = vars(importlib.import_module("keras_extras._plotting"))
         import numpy as np
         data = {{"batches": {{"step": np.arange(3.0), "loss": np.ones(3)}},
                  "epochs": {{"epoch": np.arange(2.0), "step": np.arange(2.0), "loss": np.ones(2)}}}}

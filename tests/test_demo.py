@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -41,8 +42,10 @@ def run_demo(*args: str, env_backend: str = BACKEND) -> subprocess.CompletedProc
 
 def test_demo_end_to_end(tmp_path):
     out = tmp_path / "out"
-    # Start under another backend, so that --backend has to take effect.
-    other = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}[BACKEND]
+    # Start under another installed backend, so that --backend has to take effect.
+    cycle = ["jax", "torch", "tensorflow", "jax", "torch"]
+    start = cycle.index(BACKEND) + 1
+    other = next((b for b in cycle[start : start + 2] if importlib.util.find_spec(b)), BACKEND)
     proc = run_demo(
         "--backend", BACKEND, "--epochs", "2", "--seed", "3", "--out", str(out), env_backend=other
     )
@@ -54,8 +57,11 @@ def test_demo_end_to_end(tmp_path):
     assert report["backend"] == BACKEND
     assert report["epochs_run"] == 2
     assert report["checkpoint_predictions_match"] is True
-    assert list((out / "logs" / "train").glob("events.out.tfevents.*"))
-    assert list((out / "logs" / "validation").glob("events.out.tfevents.*"))
+    if importlib.util.find_spec("tensorflow"):
+        assert list((out / "logs" / "train").glob("events.out.tfevents.*"))
+        assert list((out / "logs" / "validation").glob("events.out.tfevents.*"))
+    else:  # the oldest-Keras CI leg
+        assert "TensorBoard logs skipped: they need the tensorflow" in proc.stdout
     from PIL import Image
 
     with Image.open(out / "training.png") as image:

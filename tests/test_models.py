@@ -25,6 +25,7 @@ from tests.custom_models import (
     twin,
 )
 from tests.harness import (
+    OLD_KERAS_TORCH_JIT,
     assert_same_training,
     warnings_as_errors,
     weight_values,
@@ -273,7 +274,9 @@ def layer_weights(model):
     return [w for layer in model.layers for w in layer.get_weights()]
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize(
+    "jit_compile", [False, pytest.param(True, marks=OLD_KERAS_TORCH_JIT)], ids=["eager", "jit"]
+)
 def test_hooks(jit_compile):
     model = autoencoder(Hooked)
     model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse", jit_compile=jit_compile)

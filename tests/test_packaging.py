@@ -66,3 +66,18 @@ def test_constraints_pin_the_test_environment():
     assert pins.get("torch") == "2.13.0"
     for name in ("keras", "numpy", "jax", "hypothesis", "pytest", "scikit-learn"):
         assert name in pins or name.replace("-", "_") in pins, name
+
+
+def _pins(name: str) -> dict[str, str]:
+    lines = (ROOT / name).read_text().splitlines()
+    return dict(line.split("==", 1) for line in lines if "==" in line and not line.startswith("#"))
+
+
+def test_oldest_constraints_pin_keras_at_the_floor_and_nothing_else_apart():
+    newest, oldest = _pins("constraints.txt"), _pins("constraints-oldest.txt")
+    floors = [d for d in PYPROJECT["project"]["dependencies"] if d.startswith("keras>=")]
+    floor = floors[0].removeprefix("keras>=").split(",")[0]
+    assert oldest["keras"] == (floor if floor.count(".") == 2 else f"{floor}.0")
+    assert "tensorflow_cpu" not in oldest  # TensorFlow 2.21 needs keras>=3.12
+    different = {k for k in oldest if k != "keras" and oldest[k] != newest.get(k)}
+    assert not different, f"constraints-oldest.txt disagrees with constraints.txt on {different}"

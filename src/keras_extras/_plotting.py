@@ -6,9 +6,9 @@ wait for the GIL while a figure is drawn; a child process keeps the two apart.
 `TrainingPlotter` starts `main` in a child with `child_command()`, sends it one
 pickled job per drawing on stdin and reads one pickled reply per job on stdout.
 
-This module imports neither keras nor keras_extras, so the child starts in the
-time matplotlib takes to import. It uses only matplotlib's object-oriented API
-(`Figure` on an Agg canvas), never pyplot.
+This module imports neither keras nor keras_extras's `__init__`, so the child
+starts in the time matplotlib takes to import. It uses only matplotlib's
+object-oriented API (`Figure` on an Agg canvas), never pyplot.
 """
 
 from __future__ import annotations
@@ -20,52 +20,33 @@ import os
 import pickle
 import sys
 import traceback
-import uuid
 import warnings
 from typing import Any
 
 import numpy as np
 
+from keras_extras._files import atomic_write
+
 INDEX_COLUMNS = ("epoch", "step")
 # The child gives way to training for the CPU it shares with it.
 CHILD_NICENESS = 10
 
-# Run with `python -c`: executes this file without importing the package (and
-# without the current folder, which `-c` puts first on sys.path).
-_BOOTSTRAP = """\
-import sys
+# Run with `python -c`: a bare `keras_extras` package (its `__init__` imports Keras)
+# from which only this module and `_files` are imported, without the current folder
+# that `-c` puts first on sys.path. Tests put their own lines before the last one.
+CHILD_PRELUDE = """\
+import importlib, sys, types
 del sys.path[0]
-namespace = {"__name__": "keras_extras_plotting_child"}
-exec(compile(open(sys.argv[1], encoding="utf-8").read(), sys.argv[1], "exec"), namespace)
-namespace["main"]()
+package = types.ModuleType("keras_extras")
+package.__path__ = [sys.argv[1]]
+sys.modules["keras_extras"] = package
 """
+_BOOTSTRAP = CHILD_PRELUDE + 'importlib.import_module("keras_extras._plotting").main()\n'
 
 
 def child_command() -> list[str]:
     """The command that starts a drawing child process."""
-    return [sys.executable, "-c", _BOOTSTRAP, os.path.abspath(__file__)]
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Writes `data` to `path` so that `path` is always either old or complete.
-
-    The bytes go to a temporary file in the same folder, which then replaces
-    `path` in one `os.replace`: a crash at any point leaves the previous file
-    (and, after a hard crash, possibly a hidden `.<name>.*.tmp` file).
-    """
-    folder, name = os.path.split(os.path.abspath(path))
-    temp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        # Not `tempfile.mkstemp`: its 0600 mode would outlive the rename.
-        with open(temp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    return [sys.executable, "-c", _BOOTSTRAP, os.path.dirname(os.path.abspath(__file__))]
 
 
 def finite(values: Any) -> np.ndarray:

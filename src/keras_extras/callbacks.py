@@ -23,8 +23,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_extras import _plotting
+from keras_extras import _keras_internals, _plotting
 from keras_extras._export import export
+from keras_extras._files import atomic_write
 from keras_extras.metrics import RootMeanSquaredError
 
 # How a batch's own value is recovered from two consecutive running values.
@@ -246,7 +247,8 @@ class LossHistory(keras.callbacks.Callback):
         previous: dict[str, float] = {}
         for batch, batch_logs in pending:
             # With steps_per_execution, Keras's last `batch` may overshoot.
-            end = min(batch + 1, steps) if steps else batch + 1
+            end = _keras_internals.batch_end(batch, self._model)
+            end = min(end, steps) if steps else end
             size = end - done
             if size <= 0:
                 continue
@@ -346,7 +348,7 @@ class LossHistory(keras.callbacks.Callback):
                 values = [table[n][i] if n in table else math.nan for n in names]
                 index = [table_name, table["epoch"][i], table["step"][i]]
                 writer.writerow(index + [repr(v) for v in values])
-        _plotting.atomic_write(os.fspath(path), text.getvalue().encode("utf-8"))
+        atomic_write(os.fspath(path), text.getvalue().encode("utf-8"))
 
     def to_json(self, path: str | os.PathLike) -> None:
         """Writes `to_dict()` as a JSON file, atomically.
@@ -360,7 +362,7 @@ class LossHistory(keras.callbacks.Callback):
             name: {k: [_json_safe(v) for v in column] for k, column in table.items()}
             for name, table in self.to_dict().items()
         }
-        _plotting.atomic_write(os.fspath(path), json.dumps(tables, allow_nan=False).encode("utf-8"))
+        atomic_write(os.fspath(path), json.dumps(tables, allow_nan=False).encode("utf-8"))
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments.

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 import keras_extras
+from keras_extras._files import atomic_write
 
 BACKENDS = ("tensorflow", "jax", "torch")
 MNIST_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
@@ -401,6 +402,4 @@ def format_table(results: dict[str, dict[str, float]], sizes: dict[str, int]) ->
 
 
 def _write_json(path: Path, content: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(content, indent=2) + "\n")

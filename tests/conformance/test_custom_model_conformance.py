@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 
 import keras_extras
-from tests.harness import BACKEND, assert_same_training, weight_values
+from tests.custom_models import X as DIGITS
+from tests.custom_models import Y as LABELS
+from tests.custom_models import classic_subclass, classifier, compile_classifier
+from tests.harness import BACKEND, assert_same_training, warnings_as_errors, weight_values
 
 rng = np.random.default_rng(7)
 X = rng.normal(size=(96, 6)).astype("float32")
@@ -614,3 +617,50 @@ def test_gan_overriding_compile_and_train_step():
         np.abs(a - b).max() for a, b in zip(weight_values(gan.generator), gan.start, strict=True)
     ]
     assert min(moved) > 1e-3
+
+
+# --- 4. Where CustomModel differs on purpose (docs/differences.rst) ----------------------
+
+
+@pytest.mark.backends(
+    "tensorflow", "torch", reason="the classic step needs GradientTape or backward(), JAX neither"
+)
+def test_classic_tf_keras_step_reports_the_true_loss():
+    def run(base):
+        model = classifier(classic_subclass(base), extras=False)
+        compile_classifier(model, optimizer=keras.optimizers.SGD(0.0))
+        history = model.fit(DIGITS, LABELS, batch_size=64, epochs=1, verbose=0)
+        measured = model.evaluate(DIGITS, LABELS, verbose=0, return_dict=True)
+        return history.history["loss"][0], measured["loss"]
+
+    with warnings_as_errors():
+        reported, measured = run(keras_extras.CustomModel)
+    assert measured > 2.0
+    np.testing.assert_allclose(reported, measured, rtol=1e-5)
+    if BACKEND == "tensorflow":
+        # keras.Model's shims warn, and the "loss" it reports is the mean softmax output.
+        with pytest.warns(UserWarning, match="compiled_loss"):
+            reported, measured = run(keras.Model)
+        np.testing.assert_allclose(reported, 0.1, rtol=1e-5)
+        assert measured > 2.0
+    else:
+        with pytest.raises(AttributeError, match="compiled_loss"):
+            run(keras.Model)
+
+
+def test_no_loss_at_all_is_an_error_on_every_backend():
+    def run(base):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input(shape=(6,))
+        model = base(inputs, keras.layers.Dense(1)(inputs))
+        model.compile(optimizer="sgd")
+        return model.fit(X, Y, epochs=1, verbose=0).history
+
+    with pytest.raises(ValueError, match="has no loss to compute"):
+        run(keras_extras.CustomModel)
+    if BACKEND == "jax":
+        # keras.Model's JAX step trains on a loss of 0 instead.
+        assert run(keras.Model)["loss"] == [0.0]
+    else:
+        with pytest.raises(ValueError, match="No loss to compute"):
+            run(keras.Model)

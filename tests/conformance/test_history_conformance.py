@@ -131,6 +131,12 @@ def test_csv_epoch_columns_match_csv_logger(fitted):
     never = {name for name in keras_columns if all(r[name] == "NA" for r in keras_rows)}
     assert never == {"val_learning_rate"}
     assert set(our_columns) - {"table", "step"} == set(keras_columns) - vectors - never
+    # CSVLogger sorts its columns; LossHistory keeps the order names first appear in:
+    # the batches' keys, then `learning_rate` (first epoch end), then `val_*`.
+    assert keras_columns == ["epoch", *sorted(keras_columns[1:])]
+    training = sorted(n for n in ours.batches if n not in ("epoch", "step"))
+    validation = sorted(n for n in ours.epochs if n.startswith("val_"))
+    assert our_columns == ["table", "epoch", "step", *training, "learning_rate", *validation]
     for name in set(keras_columns) - vectors - never - {"epoch"}:
         for theirs, mine in zip(keras_rows, epoch_rows, strict=True):
             # CSVLogger writes "NA" where a value is missing, LossHistory "nan".
@@ -138,3 +144,19 @@ def test_csv_epoch_columns_match_csv_logger(fitted):
                 assert mine[name] == "nan", name
             else:
                 assert float(mine[name]) == float(theirs[name]), name
+
+
+def test_repeated_fits_accumulate_where_history_restarts():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = {"reg": x[:, :1], "cls": np.eye(3, dtype="float32")[rng.integers(0, 3, size=32)]}
+    model, ours = two_output_model(), keras_extras.LossHistory()
+    fit = dict(batch_size=16, shuffle=False, verbose=0, callbacks=[ours])
+    first = model.fit(x, y, epochs=2, **fit)
+    second = model.fit(x, y, epochs=3, initial_epoch=2, **fit)
+    # Each fit returns a History of its own epochs; LossHistory appends to its table.
+    assert first.epoch == [0, 1] and second.epoch == [2]
+    assert len(second.history["loss"]) == 1
+    assert ours.epochs["epoch"] == [0, 1, 2]
+    assert ours.epochs["step"] == [2, 4, 6]
+    assert ours.epochs["loss"] == first.history["loss"] + second.history["loss"]
