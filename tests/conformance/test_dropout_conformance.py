@@ -25,6 +25,12 @@ SIGMAS = 6.0
 
 KINDS = ["keras", "scheduled"]
 
+# The pinned Keras (3.15.1) validates `noise_shape` and casts a list to a tuple; 3.10 does
+# not, and there only ScheduledDropout is held to the pinned version's behaviour.
+NOISE_SHAPE_KINDS = (
+    KINDS if hasattr(keras.layers.Dropout, "_validate_noise_shape") else ["scheduled"]
+)
+
 
 def make(kind: str, rate: float, **kwargs) -> keras.layers.Layer:
     """`keras.layers.Dropout`, or `ScheduledDropout` at the same constant rate."""
@@ -227,7 +233,7 @@ def test_rate_type_difference(rate):
     ids=["none", "integer_tuple", "none_values", "cast_to_a_tuple"],
 )
 def test_valid_noise_shape(noise_shape, expected):
-    for layer in both(0.5, noise_shape=noise_shape):
+    for layer in (make(kind, 0.5, noise_shape=noise_shape) for kind in NOISE_SHAPE_KINDS):
         assert layer.noise_shape == expected
         if expected is not None:
             assert isinstance(layer.noise_shape, tuple)
@@ -245,7 +251,7 @@ def test_valid_noise_shape(noise_shape, expected):
     ids=["non_iterable", "not_a_sequence", "invalid_type", "negative_value", "zero_value"],
 )
 def test_invalid_noise_shape(noise_shape, message):
-    for kind in KINDS:
+    for kind in NOISE_SHAPE_KINDS:
         with pytest.raises(
             ValueError,
             match="Invalid value received for argument `noise_shape`. " + message,
