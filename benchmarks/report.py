@@ -141,6 +141,24 @@ def document(runs: list[dict[str, Any]]) -> list[Block]:
         ]
         blocks.append(("heading", 3, f"Missed targets ({device_title})"))
         blocks.append(("list", missed) if missed else ("text", "None: every target was met."))
+        fixed = [
+            f"{b}, {rec['title']}: {rec['fixed_s']['median_s'] * 1e3:,.0f} ms "
+            f"[{rec['fixed_s']['min_s'] * 1e3:,.0f}, {rec['fixed_s']['max_s'] * 1e3:,.0f}]"
+            for b in backends
+            for rec in by_backend[b].values()
+            if rec["status"] == "ok" and "fixed_s" in rec
+        ]
+        if fixed:
+            blocks.append(("heading", 3, f"Fixed cost per fit ({device_title})"))
+            blocks.append(
+                (
+                    "text",
+                    "Time inside the callback's `on_train_begin` plus `on_train_end` in "
+                    "each `fit` with it (for TrainingPlotter: starting the drawing process, "
+                    "and waiting for the last file), median [min, max] over every such fit.",
+                )
+            )
+            blocks.append(("list", fixed))
         absent = [
             f"{b}, {rec['title']}: {rec['status']}, {rec.get('reason', '')}"
             for b in backends

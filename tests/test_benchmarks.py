@@ -435,10 +435,12 @@ def test_quick_run_writes_valid_results(tmp_path):
         for kind in ("dense", "sparse")
         for mode in ("eager", "compiled")
     } | {
+        "metric_update/in_fit",
         "training_step/jit_off",
         "training_step/jit_on",
         "callback/LossHistory",
         "callback/TrainingPlotter",
+        "callback/TrainingPlotter/long",
         "layer/ScheduledDropout",
     }
     assert set(records) == expected
@@ -475,6 +477,12 @@ def test_quick_run_writes_valid_results(tmp_path):
         assert record["target_met"] == (
             None if record["target"] is None else record["ratio_median"] <= record["target"]
         )
+        if case_id.startswith("callback/"):
+            # One begin-plus-end time per fit with the callback: warm-up and counted.
+            fixed = record["fixed_s"]["times_s"]
+            assert len(fixed) == 1 + len(record["b"]["times_s"])
+            assert all(_finite_positive(t) for t in fixed)
+            assert record["fixed_s"]["median_s"] == pytest.approx(statistics.median(fixed))
     scaling = result["scaling"]
     copy = scaling["copy"]
     assert copy["moved_bytes"] == 2 * copy["bytes"]
@@ -510,3 +518,5 @@ def test_quick_run_writes_valid_results(tmp_path):
     markdown = (tmp_path / "README.md").read_text()
     for record in records.values():
         assert f"| {record['title']} |" in markdown
+    fixed = records["callback/TrainingPlotter"]["fixed_s"]["median_s"]
+    assert f"{BACKEND}, fit with TrainingPlotter: {fixed * 1e3:,.0f} ms" in markdown
