@@ -14,7 +14,7 @@ BACKEND_PACKAGES := tensorflow-cpu jax[cpu] torch
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: venv test test-backend test-oldest demo docs bench bench-quick lint clean
+.PHONY: venv test test-backend test-oldest demo docs bench bench-quick lint clean typecheck test-install
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,15 +70,31 @@ bench-quick: $(STAMP)
 	done; \
 	$(BIN)/python -m benchmarks.report --results $$out
 
+# The command silences TensorFlow's start-up logging itself unless TF_CPP_MIN_LOG_LEVEL
+# is set, so the default above (for the tests) is not passed on; a user's own value is.
 demo: $(STAMP)
-	$(BIN)/python -m keras_extras demo
+	$(if $(filter file,$(origin TF_CPP_MIN_LOG_LEVEL)),env -u TF_CPP_MIN_LOG_LEVEL )$(BIN)/python -m keras_extras_cli demo
 
 # Warnings are errors, and every page is rebuilt (-E) so none is hidden by a cache.
 docs: $(STAMP)
 	$(BIN)/python -m sphinx -W --keep-going -E -b html docs docs/_build/html
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks docs examples
+	$(BIN)/ruff check src tests benchmarks docs examples tests_install
+
+# --- The package as users install it (tests_install/, docs/contributing.rst) ---
+
+# mypy, at the strictness set in pyproject.toml.
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# Builds the sdist and the wheel (twine-checked; the sdist must build the same wheel),
+# then per backend a fresh virtual environment with only that backend's extra, where
+# the README's commands run as written. pip's cache is reused. INSTALL_BACKENDS limits it.
+INSTALL_BACKENDS ?= $(BACKENDS)
+test-install: $(STAMP)
+	KERAS_EXTRAS_TEST_BACKENDS="$(INSTALL_BACKENDS)" \
+	  $(BIN)/python -m pytest tests_install -p no:cacheprovider --durations=0
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) docs/_build .pytest_cache .hypothesis keras-extras-demo

@@ -44,7 +44,9 @@ Block = tuple
 
 def load(directory: Path) -> list[dict[str, Any]]:
     """Every result file in `directory`, CPU before GPU, backends in a fixed order."""
-    runs = [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
+    # Only `<device>-<backend>.json`: other JSON may sit beside them (cli.json).
+    paths = sorted(p for device in DEVICES for p in directory.glob(f"{device}-*.json"))
+    runs = [json.loads(p.read_text()) for p in paths]
 
     def order(run: dict[str, Any]) -> tuple:
         m = run["machine"]

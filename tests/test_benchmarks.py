@@ -209,6 +209,8 @@ def test_report_tables_mark_met_and_missed_targets(tmp_path):
     }
     for name, run in runs.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(run))
+    # Another benchmark's JSON beside the runs is not a run.
+    (tmp_path / "cli.json").write_text(json.dumps({"median of fresh processes": {}}))
     outputs = report.write_report(tmp_path)
     assert [p.name for p in outputs] == ["README.md", "table.rst", "ratios.png"]
 

@@ -17,6 +17,7 @@ import os
 import pickle
 import re
 import sys
+import threading
 import types
 import warnings
 import weakref
@@ -424,6 +425,41 @@ def test_steps_per_execution_gives_one_point_per_execution(digits):
     np.testing.assert_allclose(history.batches["loss"], groups * 2, rtol=1e-4)
 
 
+@pytest.mark.backends(
+    "tensorflow", "jax", reason="Keras's torch trainer rejects steps_per_execution > 1"
+)
+def test_steps_per_execution_when_keras_does_not_know_the_epoch_length(digits):
+    """`steps_per_execution=3` on a generator, as the docstring describes it.
+
+    Keras does not know the epoch's length, so its last call overshoots: the
+    last point is counted as 3 steps, exact when the last execution ran all 3
+    (9 batches) and, when it ran 1 (10 batches), the value the running means
+    give for 3 steps. Catches points at the wrong steps, a full execution not
+    equal to its batches' mean, and epoch rows that differ from History.
+    """
+    x, y = digits
+    x, y = x[:1000], y[:1000]
+    model = make_model(0.0, steps_per_execution=3)
+    ref = reference(model, x, y, 100)["loss"]
+
+    def batches(n):
+        for i in range(n):
+            yield x[100 * i : 100 * (i + 1)], y[100 * i : 100 * (i + 1)]
+
+    history = keras_extras.LossHistory()
+    fit = dict(epochs=1, shuffle=False, verbose=0, callbacks=[history])
+    logs = [model.fit(batches(n), **fit).history["loss"][0] for n in (9, 10)]
+    assert history.params["steps"] is None
+    assert history.batches["step"] == [3, 6, 9, 12, 15, 18, 21]
+    assert history.epochs["step"] == [9, 21]
+    groups = [ref[0:3].mean(), ref[3:6].mean(), ref[6:9].mean()]
+    running = np.cumsum(ref) / np.arange(1, 11)
+    overshoot = (12 * running[9] - 9 * running[8]) / 3
+    np.testing.assert_allclose(history.batches["loss"], groups * 2 + [overshoot], rtol=1e-4)
+    np.testing.assert_allclose(logs, [ref[:9].mean(), ref.mean()], rtol=1e-5)
+    assert history.epochs["loss"] == logs
+
+
 def test_metrics_argument_restricts_the_names(digits):
     x, y = digits
     model = make_model(0.1)
@@ -484,12 +520,35 @@ def test_batches_arriving_out_of_order_give_the_same_values():
     assert nan_equal(shuffled.to_dict(), in_order.to_dict())
 
 
+class ThreadRecorder(keras_extras.LossHistory):
+    """A LossHistory that notes the threads its batch hook runs in."""
+
+    def __init__(self):
+        super().__init__()
+        self.threads = set()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.threads.add(threading.current_thread())
+        super().on_train_batch_end(batch, logs)
+
+
 @pytest.mark.backends("jax", "torch", reason="Keras dispatches callbacks asynchronously only there")
-def test_callbacks_keep_keras_async_dispatch(tmp_path):
-    model = make_model()
-    for callback in (keras_extras.LossHistory(), keras_extras.TrainingPlotter(tmp_path)):
-        callback_list = keras.callbacks.CallbackList([callback], model=model)
-        assert callback_list._async_train
+def test_batch_hooks_run_off_the_training_thread(digits, tmp_path):
+    """The documented `async_safe`: Keras calls the batch hooks from its callback threads.
+
+    Catches a LossHistory or TrainingPlotter that loses `async_safe` (or
+    gains a hook that is not), which makes Keras call every batch hook on the
+    training thread and wait for it.
+    """
+    x, y = digits
+    model = make_model(0.1)
+    recorder = ThreadRecorder()
+    plotted = ThreadRecorder()
+    plotter = keras_extras.TrainingPlotter(tmp_path, history=plotted)
+    for callbacks, seen in (([recorder], recorder), ([plotter], plotted)):
+        model.fit(x[:512], y[:512], batch_size=64, epochs=1, verbose=0, callbacks=callbacks)
+        assert len(seen.batches["loss"]) == 8
+        assert seen.threads and threading.current_thread() not in seen.threads
 
 
 def test_exports_are_complete_and_atomic(frozen_fit, tmp_path, monkeypatch):
@@ -516,10 +575,11 @@ def test_exports_are_complete_and_atomic(frozen_fit, tmp_path, monkeypatch):
 
     before = (tmp_path / "history.json").read_bytes()
 
-    def failing_replace(src, dst):
+    def failing_rename(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(_plotting.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_rename)
+    monkeypatch.setattr(os, "rename", failing_rename)
     with pytest.raises(OSError, match="disk full"):
         history.to_json(tmp_path / "history.json")
     assert (tmp_path / "history.json").read_bytes() == before
@@ -767,34 +827,21 @@ def test_unwritable_folder_fails_before_training(trained, tmp_path):
         np.testing.assert_array_equal(before, after)
 
 
-# A child whose `open` runs the real atomic write, but dies halfway through the
-# temporary file of its second write.
+# A child that dies as it moves its second finished file into place: at the
+# rename, however the file was opened and written.
 CRASHING_CHILD = """\
-import builtins, os
-import keras_extras._files as files
-writes = []
+import os
+renames = []
 
-class HalfWriter:
-    def __init__(self, f):
-        self.f = f
-    def __enter__(self):
-        return self
-    def __exit__(self, *exc):
-        self.f.close()
-    def write(self, data):
-        self.f.write(data[: len(data) // 2])
-        self.f.flush()
-        os._exit(17)
+def crash_on_second(real):
+    def rename(src, dst, *args, **kwargs):
+        renames.append(dst)
+        if len(renames) == 2:
+            os._exit(17)
+        return real(src, dst, *args, **kwargs)
+    return rename
 
-def crashing_open(path, mode="r", *args, **kwargs):
-    f = builtins.open(path, mode, *args, **kwargs)
-    if mode == "xb":
-        writes.append(path)
-        if len(writes) == 2:
-            return HalfWriter(f)
-    return f
-
-files.open = crashing_open
+os.replace, os.rename = crash_on_second(os.replace), crash_on_second(os.rename)
 importlib.import_module("keras_extras._plotting").main()
 """
 
@@ -812,22 +859,30 @@ def child_with(code):
     return lambda: [*command[:2], _plotting.CHILD_PRELUDE + code, *command[3:]]
 
 
-def test_crash_during_the_write_leaves_the_previous_png(trained, tmp_path, monkeypatch):
+def test_crash_before_the_rename_leaves_the_previous_png(trained, tmp_path, monkeypatch):
+    """A crash of the drawing process at its second rename leaves the first plot whole.
+
+    Catches a plotter that writes the file in place (no rename to crash in:
+    no warning, and the second plot replaces the first), and a crash reported
+    more than once. What may be left is what the docstring allows: one hidden
+    `.training.png.*.tmp`, here a complete PNG of the second epoch.
+    """
     model, x, y, _ = trained
     monkeypatch.setattr(_plotting, "child_command", child_with(CRASHING_CHILD))
     plotter = keras_extras.TrainingPlotter(tmp_path)
     watcher = FileWatcher(plotter)
-    with pytest.warns(RuntimeWarning, match="drawing process stopped") as caught:
+    with pytest.warns(RuntimeWarning, match="drawing process stopped.*exit code 17") as caught:
         model.fit(x, y, batch_size=64, epochs=2, verbose=0, callbacks=[plotter, watcher])
     assert len([w for w in caught if "TrainingPlotter" in str(w.message)]) == 1
     (first_inode, first), (second_inode, second) = watcher.versions
     assert (second_inode, second) == (first_inode, first)
     assert (tmp_path / "training.png").read_bytes() == first
     assert_valid_png(tmp_path / "training.png")
-    # The crash did happen inside the write: half a temporary file is left.
-    leftovers = [f for f in os.listdir(tmp_path) if f.startswith(".training.png.")]
-    assert len(leftovers) == 1
-    assert 0 < (tmp_path / leftovers[0]).stat().st_size < len(first)
+    assert png_files(tmp_path) == ["training.png"]
+    leftovers = [f for f in os.listdir(tmp_path) if f.startswith(".")]
+    assert len(leftovers) == 1 and re.fullmatch(r"\.training\.png\..+\.tmp", leftovers[0])
+    assert_valid_png(tmp_path / leftovers[0])
+    assert (tmp_path / leftovers[0]).read_bytes() != first
     assert plotter.history.epochs["epoch"] == [0, 1]
 
 
@@ -840,6 +895,27 @@ def test_drawing_errors_warn_once_and_training_goes_on(trained, tmp_path, monkey
     assert len([w for w in caught if "TrainingPlotter" in str(w.message)]) == 1
     assert plotter.history.epochs["epoch"] == [0, 1, 2]
     assert png_files(tmp_path) == []
+
+
+def test_a_reused_plotter_warns_once_in_every_fit(trained, tmp_path, monkeypatch):
+    """The documented "one RuntimeWarning per fit", for a plotter passed to three fits.
+
+    Catches a plotter that warns only in its first fit (the flag is not
+    reset) and one that warns at every epoch end after a failed drawing (the
+    watcher waits for each drawing, so the error is known at the next one).
+    """
+    model, x, y, _ = trained
+    monkeypatch.setattr(_plotting, "child_command", child_with(FAILING_CHILD))
+    plotter = keras_extras.TrainingPlotter(tmp_path)
+    callbacks = [plotter, FileWatcher(plotter)]
+    for fit in range(3):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(x, y, batch_size=64, epochs=3, verbose=0, callbacks=callbacks)
+        messages = [str(w.message) for w in caught if "TrainingPlotter" in str(w.message)]
+        assert len(messages) == 1, (fit, messages)
+        assert "boom" in messages[0]
+    assert plotter.history.epochs["epoch"] == [0, 1, 2] * 3
 
 
 def test_a_child_that_cannot_start_is_reported_with_its_message(trained, tmp_path, monkeypatch):

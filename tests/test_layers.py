@@ -106,11 +106,17 @@ def regression_data(n: int = 70, features: int = 4) -> tuple[np.ndarray, np.ndar
 # --- The standard harness and the docs --------------------------------------------
 
 
-def test_standard_layer_harness():
+@pytest.mark.parametrize("noise_shape", [None, (None, 1)])
+def test_standard_layer_harness(noise_shape):
     x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
     layers = run_layer_test(
         ScheduledDropout,
-        {"rate": 0.5, "schedule": LinearWarmupSchedule(warmup_steps=2), "seed": 1},
+        {
+            "rate": 0.5,
+            "schedule": LinearWarmupSchedule(warmup_steps=2),
+            "seed": 1,
+            "noise_shape": noise_shape,
+        },
         input_data=x,
         expected_output=x,  # inference: the identity
         expected_num_trainable_weights=0,
@@ -360,8 +366,8 @@ def test_counter_counts_batches_in_fit():
 @pytest.mark.backends(
     "tensorflow",
     "jax",
-    reason="torch: Keras refuses steps_per_execution > 1, and jit_compile=True means "
-    "torch.compile, which takes ~60 s here (it counts correctly, checked by hand)",
+    reason="torch: Keras refuses steps_per_execution > 1 (torch.compile is checked "
+    "by test_torch_compile_counts_steps_and_drops_at_the_scheduled_rate)",
 )
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_counter_counts_batches_in_compiled_fit_with_steps_per_execution(jit_compile):
@@ -386,6 +392,338 @@ def test_compiled_step_sees_the_current_count():
     tolerance = SIGMAS * math.sqrt(p * (1 - p) / n)
     assert abs(float(numpy(probe.fraction.value)) - p) <= tolerance
     assert abs(reference_rate(rate, "linear", warmup, 12) - p) > tolerance
+
+
+# --- Once per training step, however many calls ------------------------------------
+
+
+def shared_by_two_inputs(layer: ScheduledDropout, model_cls: type) -> tuple:
+    """The layer applied to two inputs of one functional model: two calls per pass."""
+    a, b = keras.Input((6,)), keras.Input((6,))
+    joined = keras.layers.Concatenate()([layer(a), layer(b)])
+    model = model_cls([a, b], keras.layers.Dense(1)(joined))
+    x = np.random.default_rng(3).normal(size=(40, 6)).astype("float32")
+    return model, [x, x], 2
+
+
+def time_distributed(layer: ScheduledDropout, model_cls: type) -> tuple:
+    """The layer wrapped in TimeDistributed over 5 time steps: five calls per pass."""
+    inputs = keras.Input((5, 6))
+    spread = keras.layers.TimeDistributed(layer)(inputs)
+    model = model_cls(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(spread)))
+    return model, np.random.default_rng(3).normal(size=(40, 5, 6)).astype("float32"), 5
+
+
+def three_calls_in_call(layer: ScheduledDropout, model_cls: type) -> tuple:
+    """A subclassed model whose `call` calls the layer three times."""
+
+    class ThreeCalls(model_cls):
+        def __init__(self):
+            super().__init__()
+            self.dropout = layer
+            self.head = keras.layers.Dense(1)
+
+        def call(self, x, training=False):
+            dropped = [self.dropout(x, training=training) for _ in range(3)]
+            return self.head(keras.ops.concatenate(dropped, axis=-1))
+
+    return ThreeCalls(), np.random.default_rng(3).normal(size=(40, 6)).astype("float32"), 3
+
+
+CONSTRUCTIONS = [shared_by_two_inputs, time_distributed, three_calls_in_call]
+MODEL_CLASSES = [keras.Model, keras_extras.CustomModel]
+
+
+@pytest.mark.parametrize("construction", CONSTRUCTIONS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("model_cls", MODEL_CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "jit_compile",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.backends(
+                "tensorflow",
+                "jax",
+                reason="torch.compile takes minutes here; "
+                "test_torch_compile_counts_steps_and_drops_at_the_scheduled_rate covers it",
+            ),
+        ),
+    ],
+)
+def test_counter_advances_once_per_training_step(construction, model_cls, jit_compile):
+    """Catches a counter that counts calls: 8, 20 or 12 after 4 steps instead of 4."""
+    keras.utils.set_random_seed(0)
+    layer = ScheduledDropout(0.5, schedule=LinearWarmupSchedule(100), seed=1)
+    model, x, calls = construction(layer, model_cls)
+    model.compile(optimizer="sgd", loss="mse", jit_compile=jit_compile)
+    y = np.zeros((40, 1), dtype="float32")
+    model.fit(x, y, batch_size=10, epochs=2, verbose=0)
+    assert counter(layer) == 8, f"{calls} calls per step"
+    np.testing.assert_allclose(float(layer.current_rate), 0.5 * 8 / 100, rtol=1e-6)
+    model.evaluate(x, y, batch_size=10, verbose=0)
+    model.predict(x, batch_size=10, verbose=0)
+    assert counter(layer) == 8
+
+
+@pytest.mark.parametrize("construction", CONSTRUCTIONS, ids=lambda f: f.__name__)
+def test_every_call_in_one_pass_uses_the_pass_rate(construction):
+    """Catches a later call of the pass reading the counter its earlier call advanced.
+
+    With a warm-up of one step the first pass has rate 0: every call in it must
+    return its input, although the counter is 1 after the first call.
+    """
+    layer = ScheduledDropout(0.9, schedule=LinearWarmupSchedule(1), seed=2)
+    model, x, calls = construction(layer, keras.Model)
+    model(x)  # build
+    reference = numpy(model(x))  # inference: no dropout
+    first = numpy(model(x, training=True))
+    assert counter(layer) == 1, f"{calls} calls in one pass"
+    np.testing.assert_allclose(first, reference, rtol=1e-6, atol=1e-6)
+    second = numpy(model(x, training=True))
+    assert counter(layer) == 2
+    assert np.abs(second - reference).max() > 0.1  # rate 0.9 in the second pass
+
+
+def test_each_outermost_call_is_a_pass_of_its_own():
+    """The documented count: two top-level training calls add two."""
+    layer = ScheduledDropout(0.5, seed=1)
+    model, x, _ = shared_by_two_inputs(layer, keras.Model)
+    model(x, training=True)
+    model(x, training=True)
+    assert counter(layer) == 2
+    layer(x[0], training=True)
+    assert counter(layer) == 3
+
+
+class CallsInALoop(keras.Model):
+    """Calls the layer in a `fori_loop` body, optionally once before the loop."""
+
+    def __init__(self, layer, call_before_loop):
+        super().__init__()
+        self.dropout = layer
+        self.call_before_loop = call_before_loop
+        self.head = keras.layers.Dense(1)
+
+    def call(self, x, training=False):
+        if self.call_before_loop:
+            x = self.dropout(x, training=training)
+        x = keras.ops.fori_loop(0, 3, lambda i, h: self.dropout(h, training=training), x)
+        return self.head(x)
+
+
+@pytest.mark.parametrize("call_before_loop", [False, True])
+def test_loop_bodies_count_as_documented(call_before_loop):
+    """The docstring's exception for loop bodies compiled once, per backend."""
+    x = np.ones((40, 4), dtype="float32")
+    layer = ScheduledDropout(0.5, schedule="constant", seed=1)
+    if BACKEND == "jax":
+        import jax
+
+        for stateful in (layer, keras.layers.Dropout(0.5, seed=1)):
+            looping = CallsInALoop(stateful, call_before_loop)
+            looping.compile(optimizer="sgd", loss="mse")
+            with pytest.raises(jax.errors.UnexpectedTracerError):
+                looping.fit(x, x[:, :1], verbose=0)
+        return
+    model = CallsInALoop(layer, call_before_loop)
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, np.zeros((40, 1), "float32"), batch_size=10, verbose=0)
+    per_step = 3 if BACKEND == "tensorflow" and not call_before_loop else 1
+    assert counter(layer) == 4 * per_step
+    model(x, training=True)  # eagerly the loop runs in Python: one pass
+    assert counter(layer) == 4 * per_step + 1
+
+
+@pytest.mark.backends("torch", reason="jit_compile=True means torch.compile only on torch")
+@pytest.mark.parametrize("model_cls", MODEL_CLASSES, ids=lambda c: c.__name__)
+def test_torch_compile_counts_steps_and_drops_at_the_scheduled_rate(model_cls):
+    """`fit(jit_compile=True)` on torch: counter, drop fraction, identity at inference.
+
+    The layer is shared by two inputs, and the probe sits behind its second call:
+    a counter that counts calls ends at 8, and a second call that reads the
+    advanced counter drops at rate(4) = 0.9 instead of rate(3) = 0.675.
+    """
+    rate, warmup = 0.9, 4
+    keras.utils.set_random_seed(0)
+    layer = ScheduledDropout(rate, schedule=LinearWarmupSchedule(warmup), seed=4)
+    probe = ZeroFraction()
+    a, b = keras.Input((500,)), keras.Input((500,))
+    head = keras.layers.Dense(1)
+    model = model_cls([a, b], head(keras.layers.Concatenate()([layer(a), probe(layer(b))])))
+    model.compile(optimizer=keras.optimizers.SGD(1e-4), loss="mse", jit_compile=True)
+    x = np.ones((40, 500), dtype="float32")
+    model.fit([x, x], np.zeros((40, 1), "float32"), batch_size=10, epochs=1, verbose=0)
+    assert counter(layer) == 4
+
+    p = reference_rate(rate, "linear", warmup, 3)
+    tolerance = SIGMAS * math.sqrt(p * (1 - p) / x[:10].size)
+    assert abs(float(numpy(probe.fraction.value)) - p) <= tolerance
+    assert abs(reference_rate(rate, "linear", warmup, 4) - p) > tolerance
+
+    kernel, bias = (numpy(w).astype(np.float64) for w in head.weights)
+    expected = np.concatenate([x, x], axis=1).astype(np.float64) @ kernel + bias
+    np.testing.assert_allclose(model.predict([x, x], verbose=0), expected, rtol=1e-5)
+    assert counter(layer) == 4
+
+
+# --- Rate 1.0 ----------------------------------------------------------------------
+
+
+class Zeros(keras.layers.Layer):
+    """What dropout at rate 1 is: zeros, through which no gradient flows."""
+
+    def call(self, x):
+        return keras.ops.zeros_like(x)
+
+
+def test_rate_one_trains_like_a_layer_of_zeros():
+    """Catches a NaN gradient from 1 / (1 - rate) at rate 1, and any non-zero output.
+
+    The reference is a layer of zeros, not `keras.layers.Dropout(1.0)`: on Keras
+    3.10 that one trains its weights into NaN.
+    """
+    x, y = regression_data(40)
+
+    def train(middle):
+        model = dropout_model(middle)
+        model.compile(optimizer="sgd", loss="mse")
+        history = model.fit(x, y, batch_size=10, epochs=2, verbose=0)
+        return model, history
+
+    layer = ScheduledDropout(1.0, schedule="constant", seed=1)
+    model, history = train(layer)
+    reference, reference_history = train(Zeros())
+    np.testing.assert_allclose(
+        history.history["loss"], reference_history.history["loss"], rtol=1e-6
+    )
+    for w, r in zip(model.trainable_weights, reference.trainable_weights, strict=True):
+        np.testing.assert_allclose(numpy(w), numpy(r), rtol=1e-6, atol=1e-7)
+    assert counter(layer) == 8
+    np.testing.assert_array_equal(numpy(layer(x, training=True)), np.zeros_like(x))
+    np.testing.assert_array_equal(numpy(layer(x)), x)
+
+
+def test_schedule_reaching_one_drops_everything():
+    layer = ScheduledDropout(1.0, schedule=LinearWarmupSchedule(2), seed=1)
+    x = np.ones((200, 100), dtype="float32")
+    np.testing.assert_array_equal(numpy(layer(x, training=True)), x)  # rate 0
+    half = numpy(layer(x, training=True))  # rate 0.5
+    assert set(np.unique(half)) == {0.0, 2.0}
+    for _ in range(2):  # rate 1, and it stays there
+        np.testing.assert_array_equal(numpy(layer(x, training=True)), np.zeros_like(x))
+    assert float(layer.current_rate) == 1.0
+
+
+# --- noise_shape -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "noise_shape, shared_axes",
+    [
+        ((None, 1, None), (1,)),
+        ((60, 1, 40), (1,)),
+        ([None, None, 1], (2,)),
+        ((None, 1, 1), (1, 2)),
+        ((None, None, None), ()),
+    ],
+)
+def test_noise_shape_drops_together_along_size_one_axes(noise_shape, shared_axes):
+    p = 0.4
+    layer = ScheduledDropout(0.8, schedule=Cosine(steps=10), seed=6, noise_shape=noise_shape)
+    layer.iterations.assign(5)  # rate 0.8 * 0.5
+    x = np.random.default_rng(4).uniform(1, 2, size=(60, 7, 40)).astype("float32")
+    y = numpy(layer(x, training=True))
+    dropped = y == 0
+    for axis in shared_axes:
+        np.testing.assert_array_equal(
+            dropped, np.take(dropped, [0], axis=axis).repeat(7 if axis == 1 else 40, axis=axis)
+        )
+    # One mask entry per element of the noise shape.
+    mask = dropped
+    for axis in shared_axes:
+        mask = np.take(mask, [0], axis=axis)
+    n = mask.size
+    assert abs(int(mask.sum()) - n * p) <= SIGMAS * math.sqrt(n * p * (1 - p))
+    if not shared_axes:
+        assert not np.array_equal(dropped[:, 0], dropped[:, 1])
+    np.testing.assert_allclose(y[~dropped], x[~dropped] / (1 - p), rtol=1e-6)
+
+
+def test_noise_shape_with_unknown_batch_size_in_fit():
+    """A None entry takes the batch size of each batch, also the short last one."""
+    layer = ScheduledDropout(0.5, schedule="constant", seed=2, noise_shape=(None, 1, None))
+    probe = ZeroFraction()
+
+    class SharedOverTime(keras.layers.Layer):
+        """Records how far the zeros differ from those of the first time step."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.mismatch = self.add_weight(shape=(), initializer="ones", trainable=False)
+
+        def call(self, x, training=False):
+            if training:
+                zeros = keras.ops.cast(x == 0, "float32")
+                self.mismatch.assign(keras.ops.max(keras.ops.abs(zeros - zeros[:, :1])))
+            return x
+
+    shared = SharedOverTime()
+    inputs = keras.Input((6, 300))
+    hidden = shared(probe(layer(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(hidden)))
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.ones((25, 6, 300), dtype="float32")  # batches of 10, 10 and 5
+    model.fit(x, np.zeros((25, 1), "float32"), batch_size=10, verbose=0)
+    assert counter(layer) == 3
+    assert float(numpy(shared.mismatch.value)) == 0.0
+    n = 5 * 300  # the last batch's mask entries
+    assert abs(float(numpy(probe.fraction.value)) - 0.5) <= SIGMAS * math.sqrt(0.25 / n)
+
+
+@pytest.mark.parametrize("noise_shape", [(None, 2, None), (None, 1), (4, 1, 5, 1)])
+def test_noise_shape_that_does_not_fit_the_input_raises(noise_shape):
+    layer = ScheduledDropout(0.5, noise_shape=noise_shape, name="my_dropout")
+    with pytest.raises(ValueError, match=r"'my_dropout'.*noise_shape=.*input shape \(4, 3, 5\)"):
+        layer(np.ones((4, 3, 5), "float32"), training=True)
+
+
+# --- Loading weights saved with a plain Dropout ------------------------------------
+
+
+@pytest.mark.parametrize("filename", ["model.weights.h5", "model.keras"])
+def test_loading_weights_saved_with_keras_dropout(tmp_path, filename):
+    """Catches the bare KeyError: 'seed_generator_state'."""
+    x, y = regression_data(40)
+    source = dropout_model(keras.layers.Dropout(0.5, seed=1))
+    source.compile(optimizer="sgd", loss="mse")
+    source.fit(x, y, batch_size=10, verbose=0)
+    path = str(tmp_path / filename)
+    if filename.endswith(".keras"):
+        source.save(path)
+    else:
+        source.save_weights(path)
+
+    layer = ScheduledDropout(0.5, seed=1, name="curriculum")
+    target = dropout_model(layer)
+    layer.iterations.assign(9)
+    seed_state = numpy(layer.seed_generator.state.value)
+    with pytest.warns(UserWarning, match=r"Layer 'curriculum'.*no state.*Dropout.*starts again"):
+        target.load_weights(path)
+    assert counter(layer) == 0
+    np.testing.assert_array_equal(numpy(layer.seed_generator.state.value), seed_state)
+    for loaded, saved in zip(target.trainable_weights, source.trainable_weights, strict=True):
+        np.testing.assert_array_equal(numpy(loaded), numpy(saved))
+    np.testing.assert_allclose(
+        target.predict(x, verbose=0), source.predict(x, verbose=0), rtol=1e-6
+    )
+
+
+def test_loading_other_state_raises_naming_the_layer():
+    layer = ScheduledDropout(0.5, name="curriculum")
+    with pytest.raises(ValueError, match=r"Layer 'curriculum'.*\['0', 'moving_mean'\]"):
+        layer.load_own_variables({"0": np.zeros(()), "moving_mean": np.zeros(3)})
+    assert counter(layer) == 0
 
 
 # --- Inside models ---------------------------------------------------------------
@@ -554,9 +892,13 @@ def test_counter_advances_once_per_global_step_under_mirrored_strategy():
 # --- Bad arguments ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, float("nan"), "0.5", True, None])
+@pytest.mark.parametrize("rate", [-0.1, 1.0001, 1.5, float("nan"), "0.5", True, None])
 def test_rate_outside_range_raises(rate):
-    with pytest.raises(ValueError, match=r"`rate` must be a float in \[0, 1\).*rate="):
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid value received for argument `rate`. Expected a float value "
+        r"between 0 and 1. Received: rate=",
+    ):
         ScheduledDropout(rate)
 
 

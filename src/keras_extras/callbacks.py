@@ -140,8 +140,10 @@ class LossHistory(keras.callbacks.Callback):
     * **`steps_per_execution = n > 1`.** Keras then calls back once per `n`
       steps. One point is then the mean over those `n` batches, weighted by
       their sample counts, at the `step` of the last of them; the epoch's last
-      point covers the steps left over (`n` of them when Keras does not know
-      the epoch's length).
+      point covers the steps left over. When Keras does not know the epoch's
+      length (a generator, a dataset without cardinality), the last point is
+      counted as `n` steps, and its value is exact only if the last execution
+      ran all `n`.
     * **Metrics that are not running means** (Precision, AUC, F1, ...) have no
       per-batch value recoverable from the logs: their `batches` column is NaN
       and `running` keeps what Keras logged. So is every log key that is not

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -261,18 +263,90 @@ def _resolve_schedule(schedule: Any) -> DropoutSchedule:
     )
 
 
+def _forward_pass_memo() -> dict | None:
+    """A dict that lives exactly as long as the current forward pass, or None.
+
+    `ScheduledDropout` keeps in it the step its counter had when the pass
+    began, so that the layer advances once per pass however often it is
+    called. This is the one use of private Keras API in keras_extras' layers,
+    checked on Keras 3.15.1. The pass is the first of:
+
+    * the outermost `keras.StatelessScope` (the global attribute
+      `"stateless_scope"` and each scope's `original_scope`). JAX's trainer
+      runs a step through `Model.stateless_call`, which opens one such scope
+      but calls `Model.call` directly, so there no layer call spans the pass;
+    * the `CallContext` that the outermost `Layer.__call__` opens and clears
+      when it returns (the global attribute `"current_call_ctx"`, what
+      `Layer._get_call_context()` returns; read here, never created).
+
+    The dict is an attribute of that scope or context, so it is dropped with
+    it. Returns None outside both: `call` was invoked directly, and that call
+    is a pass of its own.
+    """
+    from keras.src.backend.common import global_state
+
+    owner = global_state.get_global_attribute("stateless_scope")
+    if owner is not None:
+        while getattr(owner, "original_scope", None) is not None:
+            owner = owner.original_scope
+    else:
+        owner = global_state.get_global_attribute("current_call_ctx")
+    if owner is None:
+        return None
+    memo = getattr(owner, "_keras_extras_memo", None)
+    if memo is None:
+        memo = {}
+        owner._keras_extras_memo = memo
+    return memo
+
+
+def _validate_noise_shape(noise_shape: Any) -> tuple[int | None, ...] | None:
+    """`noise_shape` as a tuple, checked as `keras.layers.Dropout` checks it."""
+    if noise_shape is None:
+        return None
+    if isinstance(noise_shape, str):
+        raise ValueError(
+            "Invalid value received for argument `noise_shape`. Expected a tuple or "
+            f"list of integers. Received: noise_shape={noise_shape!r}"
+        )
+    try:
+        noise_shape = tuple(noise_shape)
+    except TypeError:
+        raise ValueError(
+            "Invalid value received for argument `noise_shape`. Expected an iterable "
+            f"of integers (e.g., a tuple or list). Received: noise_shape={noise_shape!r}"
+        ) from None
+    for i, dim in enumerate(noise_shape):
+        if dim is None:
+            continue
+        if not isinstance(dim, int):
+            raise ValueError(
+                "Invalid value received for argument `noise_shape`. Expected all "
+                f"elements to be integers or None. Received element at index {i}: "
+                f"{dim!r} (type: {type(dim).__name__}) in noise_shape={noise_shape}"
+            )
+        if dim <= 0:
+            raise ValueError(
+                "Invalid value received for argument `noise_shape`. Expected all "
+                "dimensions to be positive integers or None. Received "
+                f"{dim} at index {i} in noise_shape={noise_shape}"
+            )
+    return noise_shape
+
+
 @export
 class ScheduledDropout(keras.layers.Layer):
     """Curriculum dropout: a dropout rate that rises as training goes on.
 
-    Formula, for the `step`-th training batch this layer sees (from 0):
+    Formula, for the `step`-th training step in which this layer runs (from 0):
 
     ```
     current_rate = rate * clip(schedule(step), 0, 1)
     output = where(u >= current_rate, inputs / (1 - current_rate), 0)
     ```
 
-    with `u` uniform on [0, 1), drawn afresh for every element and batch.
+    with `u` uniform on [0, 1), drawn afresh for every element and call, of
+    shape `noise_shape` (broadcast over the input) when one is given.
 
     * **Inference.** With `training=False` or unset, the layer is the
       identity: it returns its input (after Keras's usual cast of float inputs
@@ -281,7 +355,16 @@ class ScheduledDropout(keras.layers.Layer):
     * **Training.** With `training=True` (as in `fit`), it drops each element
       with probability `current_rate` and scales the kept ones by
       `1 / (1 - current_rate)` (inverted dropout), which keeps the expected
-      value of every element.
+      value of every element. At `current_rate == 1` (`rate=1.0`, or a
+      schedule that reaches 1 with `rate=1.0`) every element is dropped: the
+      output is all zeros and so is the gradient, as with
+      `keras.layers.Dropout(1.0)`.
+    * **Noise shape.** As in `keras.layers.Dropout`: with `noise_shape`, one
+      mask of that shape is drawn and broadcast over the input, so elements
+      along an axis of size 1 are dropped together (for inputs
+      `(batch, timesteps, features)`, `noise_shape=(None, 1, None)` drops the
+      same features at every time step). A `None` entry takes the input's
+      size on that axis.
     * **Schedule.** `"exponential"` (the default) is the ramp of Morerio et
       al., "Curriculum Dropout" (ICCV 2017): `rate * (1 - exp(-gamma * step))`,
       see `ExponentialRampSchedule` for its speed `gamma`. `"linear"` is a
@@ -290,27 +373,54 @@ class ScheduledDropout(keras.layers.Layer):
       parameters; pass an instance for others, or a registered subclass of
       `DropoutSchedule` for your own.
     * **Counter.** `iterations` is a non-trainable integer variable: the
-      number of training batches this layer has seen. Only calls with
-      `training=True` add one to it, once per batch, also inside compiled
-      `fit` steps (`tf.function`, XLA, JAX's stateless steps, torch) and
-      with `steps_per_execution > 1` where Keras allows it. Under
-      `tf.distribute` it is updated from the first replica only, so it
-      advances once per global batch. It is an integer so that it stays
-      exact past 2**24 batches, where a float32 counter would stop moving.
+      number of training forward passes this layer has run in, which in
+      `fit` is the number of training steps. A forward pass is one
+      outermost layer or model call (in JAX's trainer, one `stateless_call`):
+      every call of the layer inside it, whether the layer is shared by
+      several inputs, wrapped in `TimeDistributed` or called several times in
+      a subclassed `call`, uses the same rate and adds one in all. This
+      holds eagerly and inside compiled steps (`tf.function`, XLA,
+      `jax.jit`, torch and `torch.compile`), and with
+      `steps_per_execution > 1` where Keras allows it. Only training calls
+      count. Separate outermost calls count separately: a custom
+      `train_step` that calls the model twice adds two per step, and so does
+      calling the layer itself twice. Under `tf.distribute` it is updated
+      from the first replica only, so it advances once per global batch. It
+      is an integer so that it stays exact past 2**24 steps, where a float32
+      counter would stop moving.
+    * **Loops.** A loop body that the backend compiles once
+      (`keras.ops.fori_loop`, `while_loop`, `scan`, a `keras.layers.RNN`
+      cell) is the exception. On JAX no stateful layer runs inside one: it
+      fails with JAX's `UnexpectedTracerError`, as `keras.layers.Dropout`
+      does. On TensorFlow, in a compiled step, a loop body that holds the
+      pass's first call of this layer adds one per loop iteration; call the
+      layer once before the loop, as Keras's RNN does with its first time
+      step, and it adds one per pass. Torch runs these loops in Python and
+      adds one per pass.
     * **Saving.** The counter and the random generator's state are saved in
-      `.keras` files, so training resumed from a file continues the schedule
-      (and, with a `seed`, the same random stream) where it stopped.
+      `.keras` and `.weights.h5` files, so training resumed from a file
+      continues the schedule (and, with a `seed`, the same random stream)
+      where it stopped. A file saved with a stateless layer such as
+      `keras.layers.Dropout` in this place holds no state for it: loading it
+      restarts the counter at 0, keeps the random state and warns with the
+      layer's name.
 
     Args:
-        rate: The target dropout rate, a float in [0, 1).
+        rate: The target dropout rate, a float in [0, 1].
         schedule: `"exponential"`, `"linear"`, `"constant"` or a registered
             `keras_extras.DropoutSchedule` instance.
         seed: An integer seed for the dropout masks (Keras `SeedGenerator`),
             for reproducible runs; `None` picks one at random.
+        noise_shape: The shape of the dropout mask, broadcast over the
+            input: a tuple or list of positive integers or `None` (the
+            input's size on that axis), one entry per input axis. `None`
+            (the default) draws one number per element.
         **kwargs: Base layer arguments (`name`, `dtype`, ...).
 
     Raises:
-        ValueError: if `rate` is outside [0, 1), if `schedule` is an unknown
+        ValueError: if `rate` is not a number in [0, 1], if `noise_shape` is
+            not a sequence of positive integers or `None` (or, at call time,
+            does not broadcast to the input), if `schedule` is an unknown
             name, a function or lambda, or an unregistered schedule class, or
             (from the schedules) if a speed or number of steps is invalid.
 
@@ -349,13 +459,18 @@ class ScheduledDropout(keras.layers.Layer):
         rate: float,
         schedule: str | DropoutSchedule = "exponential",
         seed: int | None = None,
+        noise_shape: Sequence[int | None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
-            raise ValueError(f"`rate` must be a float in [0, 1), but got rate={rate!r}.")
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate <= 1:
+            raise ValueError(
+                "Invalid value received for argument `rate`. Expected a float value "
+                f"between 0 and 1. Received: rate={rate!r}"
+            )
         self.rate = float(rate)
         self.schedule = _resolve_schedule(schedule)
+        self.noise_shape = _validate_noise_shape(noise_shape)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.iterations = self.add_weight(
@@ -373,21 +488,61 @@ class ScheduledDropout(keras.layers.Layer):
 
     @property
     def current_rate(self) -> Any:
-        """The dropout rate that the next training batch gets, a float32 tensor."""
+        """The dropout rate that the next training step gets, a float32 tensor."""
         return self._rate_at(self.iterations.value)
 
     def _rate_at(self, step: Any) -> Any:
         fraction = ops.cast(self.schedule(ops.cast(step, "float32")), "float32")
         return self.rate * ops.clip(fraction, 0.0, 1.0)
 
+    def _rate_of_this_pass(self) -> Any:
+        """The rate at the pass's first step; sets the counter to that step + 1.
+
+        Every call in one forward pass assigns the same value, so k calls
+        advance the counter once. Both tensors are computed before the first
+        assignment: on torch, `iterations.value` is the variable's own storage.
+        """
+        memo = _forward_pass_memo()
+        key = ("ScheduledDropout", id(self))
+        if memo is None or key not in memo:
+            step = self.iterations.value
+            entry = (
+                self._rate_at(step),
+                ops.add(step, ops.ones((), dtype=self.iterations.dtype)),
+            )
+            if memo is not None:
+                memo[key] = entry
+        else:
+            entry = memo[key]
+        rate, next_step = entry
+        self.iterations.assign(next_step)
+        return rate
+
+    def _mask_shape(self, inputs: Any) -> Any:
+        shape = ops.shape(inputs)
+        if self.noise_shape is None:
+            return shape
+        if len(self.noise_shape) != len(shape) or any(
+            dim is not None and dim != 1 and isinstance(size, int) and dim != size
+            for dim, size in zip(self.noise_shape, shape, strict=False)
+        ):
+            raise ValueError(
+                f"Layer '{self.name}': noise_shape={self.noise_shape} does not "
+                f"broadcast to the input shape {tuple(shape)}. Each entry must be "
+                "None, 1 or the input's size on that axis."
+            )
+        return tuple(size if dim is None else dim for dim, size in zip(self.noise_shape, shape))
+
     def call(self, inputs: Any, training: bool = False) -> Any:  # noqa: D102
         if not training:
             return inputs
         inputs = ops.convert_to_tensor(inputs)
-        rate = self._rate_at(self.iterations.value)
-        self.iterations.assign_add(ops.ones((), dtype=self.iterations.dtype))
-        noise = keras.random.uniform(ops.shape(inputs), seed=self.seed_generator)
-        kept = ops.divide(inputs, ops.cast(1.0 - rate, inputs.dtype))
+        rate = self._rate_of_this_pass()
+        noise = keras.random.uniform(self._mask_shape(inputs), seed=self.seed_generator)
+        # At rate 1 every element is dropped; dividing by 1 instead of 0 keeps
+        # the unused branch, and so the gradient, finite.
+        keep = ops.where(rate < 1.0, 1.0 - rate, 1.0)
+        kept = ops.divide(inputs, ops.cast(keep, inputs.dtype))
         return ops.where(noise >= rate, kept, ops.zeros_like(inputs))
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:  # noqa: D102
@@ -399,23 +554,52 @@ class ScheduledDropout(keras.layers.Layer):
         store["seed_generator_state"] = self.seed_generator.state
 
     def load_own_variables(self, store: Any) -> None:
-        """Restores what `save_own_variables` saved."""
+        """Restores what `save_own_variables` saved.
+
+        A file saved with a layer that has no state in this place, such as
+        `keras.layers.Dropout`, holds nothing for it: then the counter
+        restarts at 0, the random state keeps its value, and a warning names
+        the layer. Any other mismatch raises.
+
+        Raises:
+            ValueError: if the file holds state for this layer, but not the
+                counter and random state that `save_own_variables` writes.
+        """
+        keys = list(store.keys())
+        if not keys:
+            warnings.warn(
+                f"Layer '{self.name}' (ScheduledDropout): the weights file holds no "
+                "state for this layer, as when it was saved from a model with a "
+                "stateless layer such as keras.layers.Dropout in this place. Its "
+                "step counter starts again at 0 and its random state is kept.",
+                stacklevel=2,
+            )
+            self.iterations.assign(0)
+            return
+        if "seed_generator_state" not in keys or len(keys) != 2:
+            raise ValueError(
+                f"Layer '{self.name}' (ScheduledDropout) cannot load the weights "
+                f"file's entries {sorted(keys)} for it: it expects its step counter "
+                "and random state, ['0', 'seed_generator_state']. The file was saved "
+                "from a model with a different layer in this place."
+            )
         self.seed_generator.state.assign(store["seed_generator_state"])
         super().load_own_variables(
-            {key: store[key] for key in store.keys() if key != "seed_generator_state"}
+            {key: store[key] for key in keys if key != "seed_generator_state"}
         )
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments, for `from_config`.
 
         Returns:
-            A dict with `rate`, `schedule` (serialised), `seed` and the base
-            layer's arguments.
+            A dict with `rate`, `schedule` (serialised), `noise_shape`, `seed`
+            and the base layer's arguments.
         """
         return {
             **super().get_config(),
             "rate": self.rate,
             "schedule": keras.saving.serialize_keras_object(self.schedule),
+            "noise_shape": self.noise_shape,
             "seed": self.seed,
         }
 
