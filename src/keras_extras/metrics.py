@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -92,8 +93,12 @@ def _broadcasts(shape: _Shape, to: _Shape) -> bool:
 
 def _mean_over(x: Any, first_axis: int) -> Any:
     """The mean of `x` over its axes from `first_axis` on."""
-    rank = len(x.shape)
-    return ops.mean(x, axis=tuple(range(first_axis, rank))) if rank > first_axis else x
+    axes = tuple(range(first_axis, len(x.shape)))
+    if not axes:
+        return x
+    # Not `ops.mean`: Keras's torch mean rounds float64 through float32.
+    size = math.prod(ops.shape(x)[a] for a in axes)
+    return ops.sum(x, axis=axes) / ops.cast(size, x.dtype)
 
 
 def _weighted_sums(values: Any, sample_weight: Any, dtype: Any) -> tuple[Any, Any]:
@@ -273,7 +278,8 @@ class RootMeanSquaredError(keras.metrics.Metric):
                 eager call.
         """
         y_pred = ops.convert_to_tensor(y_pred, dtype=self.dtype)
-        y_true = ops.convert_to_tensor(y_true)
+        # As the built-in does; without a dtype, torch would round float64 to float32.
+        y_true = ops.convert_to_tensor(y_true, dtype=self.dtype)
         targets, labels = align_targets(y_true, y_pred)
         if labels is None:
             squared = ops.square(y_pred - ops.cast(targets, self.dtype))
