@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -283,10 +284,11 @@ def seed_state(metric, total, count):
     """Puts `metric` in the state it would have after `count` samples summing to
     `total` squared error, without looping that many times."""
     if isinstance(metric, keras_extras.RootMeanSquaredError):
-        hi = np.array([total, count], np.float32)
-        lo = (np.array([total, count], np.float64) - hi).astype(np.float32)
-        metric.hi.assign(hi)
-        metric.lo.assign(lo)
+        pairs = {}
+        for key, value in (("total", total), ("count", count)):
+            high = np.float32(value)
+            pairs[key] = [float(high), float(np.float32(value - np.float64(high)))]
+        metric.set_state(pairs)
     else:  # keras.metrics.RootMeanSquaredError, a Mean of float32 total and count
         metric.total.assign(np.float32(total))
         metric.count.assign(np.float32(count))
@@ -524,7 +526,7 @@ def test_merge_and_set_state_reject_bad_input():
     with pytest.raises(TypeError, match="MeanSquaredError"):
         keras_extras.RMSE().merge_state([keras.metrics.MeanSquaredError()])
     with pytest.raises(ValueError, match="hi"):
-        keras_extras.RMSE().set_state({"hi": [1.0, 2.0]})
+        keras_extras.RMSE().set_state({"hi": [1.0, 2.0]})  # the message shows the state
 
 
 def test_overflow_gives_inf_like_the_builtin():
@@ -561,7 +563,11 @@ def dyadic_stream(seed, batches=40, n=256):
 def state_sums(metric):
     """The exact values the state holds: hi + lo of each entry, in float64."""
     state = metric.get_state()
-    return np.asarray(state["hi"], np.float64) + np.asarray(state["lo"], np.float64)
+    return np.array([sum(state["total"]), sum(state["count"])], np.float64)
+
+
+def low_parts(metric):
+    return [metric.get_state()[key][1] for key in ("total", "count")]
 
 
 def test_get_state_holds_the_exact_sums_in_its_low_parts():
@@ -569,9 +575,9 @@ def test_get_state_holds_the_exact_sums_in_its_low_parts():
     parts alone are off by far more than the 1e-15 allowed here."""
     batches, exact = dyadic_stream(3)
     metric = rmse_of_metric(batches)
-    assert all(metric.get_state()["lo"]), metric.get_state()  # the test has power
+    assert all(low_parts(metric)), metric.get_state()  # the test has power
     np.testing.assert_allclose(state_sums(metric), exact, rtol=1e-15)
-    hi_only = np.asarray(metric.get_state()["hi"], np.float64)
+    hi_only = np.array([metric.get_state()[key][0] for key in ("total", "count")], np.float64)
     assert np.all(np.abs(hi_only - exact) / exact > 1e-12)
 
 
@@ -580,7 +586,7 @@ def test_merge_state_adds_the_other_metrics_low_parts():
     batches, exact = dyadic_stream(9, batches=60)
     shards = [rmse_of_metric(batches[a : a + 20]) for a in (0, 20, 40)]
     for shard in shards:
-        assert all(shard.get_state()["lo"]), shard.get_state()
+        assert all(low_parts(shard)), shard.get_state()
     merged = shards[0]
     merged.merge_state(shards[1:])
     np.testing.assert_allclose(state_sums(merged), exact, rtol=1e-15)
@@ -662,3 +668,41 @@ def test_dtype_is_the_dtype_of_the_computation(dtype, compute_dtype):
     assert result_dtype == keras.backend.standardize_dtype(builtin.result().dtype)
     expected = reference_rmse(y_true, y_pred, weight)
     assert float(result) == pytest.approx(expected, rel=PRECISION[result_dtype])
+
+
+# --- Files and states written by keras_extras 0.1.0.dev0 (tests/data/) --------------
+
+DATA = Path(__file__).parent / "data"
+RECORD = json.loads((DATA / "rmse_0.1.0.dev0_state.json").read_text())
+
+
+def test_keras_file_of_0_1_0_dev0_loads_and_evaluates_the_same():
+    """A model compiled with RMSE, saved by 0.1.0.dev0 (tests/data/make_rmse_0.1.0.dev0.py).
+    A `.keras` file holds the metric's config, not its state, so a new state layout
+    must still deserialise that config and compute the same value."""
+    data = np.load(DATA / "rmse_0.1.0.dev0_data.npz")
+    model = keras.saving.load_model(DATA / "rmse_0.1.0.dev0_model.keras", safe_mode=True)
+    logs = model.evaluate(data["x"], data["y"], verbose=0, return_dict=True)
+    assert logs["rmse_v0"] == pytest.approx(RECORD["evaluate"]["rmse_v0"], rel=1e-5)
+    probs = model.predict(data["x"], verbose=0)
+    assert logs["rmse_v0"] == pytest.approx(reference_rmse(data["y"], probs), rel=1e-5)
+
+
+def test_get_state_of_0_1_0_dev0_loads_exactly():
+    """`{"hi": [total, count], "lo": [total, count]}` from 0.1.0.dev0, with non-zero
+    low parts: set_state reads it into the same exact sums and result."""
+    metric = keras_extras.RMSE()
+    metric.set_state(RECORD["get_state"])
+    np.testing.assert_allclose(state_sums(metric), [0.3 * 2**24 + 0.75, 2**24 + 3], rtol=1e-14)
+    assert float(metric.result()) == pytest.approx(RECORD["result"], rel=1e-7)
+    (total, count), (total_low, count_low) = RECORD["get_state"].values()
+    assert metric.get_state() == {"total": [total, total_low], "count": [count, count_low]}
+
+
+@pytest.mark.parametrize(
+    "state",
+    [{"hi": [1.0], "lo": [2.0]}, {"total": [1.0, 0.0]}, {"total": [1.0], "count": [1.0, 0.0]}],
+)
+def test_malformed_state_is_refused_with_the_expected_form(state):
+    with pytest.raises(ValueError, match=r'state must be \{"total": \[high, low\]'):
+        keras_extras.RMSE().set_state(state)
