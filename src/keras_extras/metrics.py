@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,7 +21,7 @@ def _same_shape(a: _Shape, b: _Shape) -> bool:
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
-def align_targets(y_true: Any, y_pred: Any) -> tuple[Any, Any | None]:
+def _align_targets(y_true: Any, y_pred: Any) -> tuple[Any, Any | None]:
     """Brings `y_true` to `y_pred`'s shape: the one shape rule of this module.
 
     * Same shape, or the same but for a trailing axis of size 1 on either
@@ -92,8 +93,12 @@ def _broadcasts(shape: _Shape, to: _Shape) -> bool:
 
 def _mean_over(x: Any, first_axis: int) -> Any:
     """The mean of `x` over its axes from `first_axis` on."""
-    rank = len(x.shape)
-    return ops.mean(x, axis=tuple(range(first_axis, rank))) if rank > first_axis else x
+    axes = tuple(range(first_axis, len(x.shape)))
+    if not axes:
+        return x
+    # Not `ops.mean`: Keras's torch mean rounds float64 through float32.
+    size = math.prod(ops.shape(x)[a] for a in axes)
+    return ops.sum(x, axis=axes) / ops.cast(size, x.dtype)
 
 
 def _weighted_sums(values: Any, sample_weight: Any, dtype: Any) -> tuple[Any, Any]:
@@ -160,8 +165,101 @@ def _finite_error(s: Any, error: Any) -> Any:
     return ops.where(ops.isfinite(s), error, ops.zeros_like(error))
 
 
+class _ExactMean(keras.metrics.Metric):
+    """A weighted mean whose two sums stay exact: Keras's `Mean`, compensated.
+
+    `total` is the weighted sum of the values and `count` the sum of the weights.
+    Each is held as a high part (`sums`) and what that float could not hold (its
+    low part, `sums_low`): compensated (TwoSum) addition keeps the pair's sum
+    exact to about 48 bits in float32. Adding a pair is the one update rule, for
+    a batch and for another metric's state alike, so merging shards gives the
+    one-shot state.
+    """
+
+    def __init__(self, name: str, dtype: Any) -> None:
+        super().__init__(name=name, dtype=dtype)
+        # [total, count], high parts and low parts.
+        pair = {"shape": (2,), "initializer": "zeros", "dtype": self.dtype}
+        self.sums = self.add_variable(name="sums", **pair)
+        self.sums_low = self.add_variable(name="sums_low", **pair)
+
+    def _add_sums(self, total: Any, count: Any) -> None:
+        """Adds a batch's weighted total and total weight."""
+        self._add_pair(ops.stack([total, count]))
+
+    def _add_pair(self, high: Any, low: Any = None) -> None:
+        high, error = _two_sum(self.sums.value, high)
+        low = self.sums_low.value + (error if low is None else low + error)
+        # Both sums only grow, so the new high part dominates the low one.
+        high, low = _fast_two_sum(high, low)
+        self.sums.assign(high)
+        self.sums_low.assign(low)
+
+    def _mean(self) -> Any:
+        """`total / count`, 0.0 when nothing was counted."""
+        total, count = ops.unstack(self.sums.value + self.sums_low.value)
+        return ops.divide_no_nan(total, count)
+
+    def merge_state(self, metrics: Iterable[_ExactMean]) -> None:
+        """Adds the states of other instances to this one, as if it had seen their data.
+
+        Metrics updated on disjoint shards (in other processes, rebuilt with
+        `set_state`) merge into the value one metric gives on all the data, in
+        any order and whatever the shard sizes.
+
+        Args:
+            metrics: Instances of this class.
+
+        Raises:
+            TypeError: if an element is not an instance of this class.
+        """
+        for other in metrics:
+            if not isinstance(other, type(self)):
+                raise TypeError(
+                    f"merge_state takes {type(self).__name__} instances, got {other!r}."
+                )
+            self._add_pair(other.sums.value, other.sums_low.value)
+
+    def get_state(self) -> dict[str, list[float]]:
+        """The state as plain numbers, for sending to another process.
+
+        Returns:
+            `{"total": [high, low], "count": [high, low]}`: the weighted total
+            and the total weight, each as the pair of floats whose exact sum is
+            the value.
+        """
+        high, low = (ops.convert_to_numpy(v.value) for v in (self.sums, self.sums_low))
+        return {
+            "total": [float(high[0]), float(low[0])],
+            "count": [float(high[1]), float(low[1])],
+        }
+
+    def set_state(self, state: dict[str, list[float]]) -> None:
+        """Restores a state that `get_state` returned.
+
+        Args:
+            state: `{"total": [high, low], "count": [high, low]}`. The form that
+                keras_extras 0.1.0.dev0 returned, `{"hi": [total, count], "lo":
+                [total, count]}`, is read too.
+
+        Raises:
+            ValueError: if `state` has other keys or a list has the wrong length.
+        """
+        if set(state) == {"hi", "lo"} and all(len(v) == 2 for v in state.values()):
+            (total, count), (total_low, count_low) = state["hi"], state["lo"]  # 0.1.0.dev0
+            state = {"total": [total, total_low], "count": [count, count_low]}
+        if set(state) != {"total", "count"} or any(len(v) != 2 for v in state.values()):
+            raise ValueError(
+                'state must be {"total": [high, low], "count": [high, low]}, as get_state '
+                f"returns it, got {state!r}."
+            )
+        pairs = np.asarray([state["total"], state["count"]], dtype=self.dtype)
+        self.sums.assign(pairs[:, 0])
+        self.sums_low.assign(pairs[:, 1])
+
+
 @export
-class RootMeanSquaredError(keras.metrics.Metric):
+class RootMeanSquaredError(_ExactMean):
     """Root mean squared error, exact over any stream and for sparse labels.
 
     Formula, over the samples `i` seen since the last reset, with weights `w_i`
@@ -199,10 +297,10 @@ class RootMeanSquaredError(keras.metrics.Metric):
       batch leaves the state as it was.
     * **Scalars and 1-D inputs** are treated as Keras treats them: two
       scalars are one sample, and (N,) targets and predictions are N samples.
-    * **Exact over long streams.** The running sums are kept as float32
-      high/low pairs with compensated (TwoSum) addition, about 48 bits of
-      precision, so neither the count nor the total stops growing past 2**24
-      samples, on every backend and without JAX's 64-bit mode.
+    * **Exact over long streams.** The running total and count are kept as
+      float32 high/low pairs with compensated (TwoSum) addition, about 48 bits
+      of precision, so neither stops growing past 2**24 samples, on every
+      backend and without JAX's 64-bit mode. `get_state` returns the pairs.
 
     Args:
         name: Name of the metric instance, the key in `fit`'s logs.
@@ -250,10 +348,6 @@ class RootMeanSquaredError(keras.metrics.Metric):
 
     def __init__(self, name: str = "rmse", dtype: Any = None) -> None:
         super().__init__(name=name, dtype=dtype)
-        # Entry 0 is the weighted sum of squared errors, entry 1 the sum of
-        # weights; `lo` holds what float32 `hi` could not.
-        self.hi = self.add_variable(shape=(2,), initializer="zeros", dtype=self.dtype, name="hi")
-        self.lo = self.add_variable(shape=(2,), initializer="zeros", dtype=self.dtype, name="lo")
         self._direction = "down"
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
@@ -273,10 +367,11 @@ class RootMeanSquaredError(keras.metrics.Metric):
                 eager call.
         """
         y_pred = ops.convert_to_tensor(y_pred, dtype=self.dtype)
-        y_true = ops.convert_to_tensor(y_true)
-        targets, labels = align_targets(y_true, y_pred)
+        # As the built-in does; without a dtype, torch would round float64 to float32.
+        y_true = ops.convert_to_tensor(y_true, dtype=self.dtype)
+        targets, labels = _align_targets(y_true, y_pred)
         if labels is None:
-            squared = ops.square(y_pred - ops.cast(targets, self.dtype))
+            squared = ops.square(y_pred - targets)
         else:
             classes = int(y_pred.shape[-1])
             eager_labels = _concrete(labels)
@@ -293,64 +388,7 @@ class RootMeanSquaredError(keras.metrics.Metric):
             nan = ops.zeros_like(squared) + np.nan
             squared = ops.where(ops.expand_dims(valid, axis=-1), squared, nan)
 
-        total, count = _weighted_sums(squared, sample_weight, self.dtype)
-        self._add(ops.stack([total, count]))
-
-    def _add(self, hi: Any, lo: Any = None) -> None:
-        """Adds the pair `hi + lo` to the state, keeping its rounding error in `lo`."""
-        hi, error = _two_sum(self.hi.value, hi)
-        low = self.lo.value + error if lo is None else self.lo.value + (lo + error)
-        # Both sums only grow, so the new high part dominates the low one.
-        hi, lo = _fast_two_sum(hi, low)
-        self.hi.assign(hi)
-        self.lo.assign(lo)
-
-    def merge_state(self, metrics: Iterable[RootMeanSquaredError]) -> None:
-        """Adds the states of other instances to this one, as if it had seen their data.
-
-        Metrics updated on disjoint shards (in other processes, rebuilt with
-        `set_state`) merge into the value one metric gives on all the data, in
-        any order and whatever the shard sizes.
-
-        Args:
-            metrics: Instances of this class.
-
-        Raises:
-            TypeError: if an element is not a `RootMeanSquaredError`.
-        """
-        for other in metrics:
-            if not isinstance(other, RootMeanSquaredError):
-                raise TypeError(f"merge_state takes RootMeanSquaredError instances, got {other!r}.")
-            self._add(other.hi.value, other.lo.value)
-
-    def get_state(self) -> dict[str, list[float]]:
-        """The state as plain numbers, for sending to another process.
-
-        Returns:
-            `{"hi": [sum_sq, sum_w], "lo": [sum_sq, sum_w]}`: the weighted sum of
-            squared errors and the sum of weights, each as the float32 pair
-            whose exact sum is the value.
-        """
-        return {
-            "hi": [float(v) for v in ops.convert_to_numpy(self.hi.value)],
-            "lo": [float(v) for v in ops.convert_to_numpy(self.lo.value)],
-        }
-
-    def set_state(self, state: dict[str, list[float]]) -> None:
-        """Restores a state that `get_state` returned.
-
-        Args:
-            state: A dict with `"hi"` and `"lo"`, two numbers each.
-
-        Raises:
-            ValueError: if `state` lacks a key or a list has the wrong length.
-        """
-        if set(state) != {"hi", "lo"} or any(len(state[k]) != 2 for k in ("hi", "lo")):
-            raise ValueError(
-                f'state must be {{"hi": [sum_sq, sum_w], "lo": [sum_sq, sum_w]}}, got {state!r}.'
-            )
-        self.hi.assign(np.asarray(state["hi"], dtype=self.dtype))
-        self.lo.assign(np.asarray(state["lo"], dtype=self.dtype))
+        self._add_sums(*_weighted_sums(squared, sample_weight, self.dtype))
 
     def result(self) -> Any:
         """The root mean squared error so far; 0.0 when nothing was counted.
@@ -358,8 +396,7 @@ class RootMeanSquaredError(keras.metrics.Metric):
         Returns:
             A scalar tensor.
         """
-        total, count = ops.unstack(self.hi.value + self.lo.value)
-        return ops.sqrt(ops.divide_no_nan(total, count))
+        return ops.sqrt(self._mean())
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments, for `from_config`.
