@@ -89,9 +89,10 @@ def main() -> None:
         )
         report[f"tensorboard writer, {backend}"] = json.loads(proc.stdout)
     report["machine"] = f"{os.cpu_count()} cores, python {sys.version.split()[0]}"
-    temp = args.out.with_name(args.out.name + ".tmp")
-    temp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(temp, args.out)
+    # Imported only now: everything timed above runs in fresh processes.
+    from keras_extras._files import atomic_write
+
+    atomic_write(args.out, json.dumps(report, indent=2) + "\n")
     for name, value in report.items():
         print(f"{name}: {value}")
 
