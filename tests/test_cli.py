@@ -68,11 +68,15 @@ def _uninstall(monkeypatch, *modules: str) -> None:
 
 
 def test_backend_flag_then_environment_then_config_file(keras_home, monkeypatch):
+    # Only jax and torch: the oldest-Keras leg has no TensorFlow.
     _configure(keras_home, "torch")
     assert choose_backend("jax") == ("jax", None)
     assert choose_backend(None) == ("torch", None)
-    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
-    assert choose_backend(None) == ("tensorflow", None)
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert choose_backend(None) == ("jax", None)
+    _configure(keras_home, "jax")
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert choose_backend(None) == ("torch", None)
     assert choose_backend("jax") == ("jax", None)
 
 
