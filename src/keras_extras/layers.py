@@ -11,6 +11,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_extras import _keras_internals
 from keras_extras._export import export
 
 
@@ -263,43 +264,6 @@ def _resolve_schedule(schedule: Any) -> DropoutSchedule:
     )
 
 
-def _forward_pass_memo() -> dict | None:
-    """A dict that lives exactly as long as the current forward pass, or None.
-
-    `ScheduledDropout` keeps in it the step its counter had when the pass
-    began, so that the layer advances once per pass however often it is
-    called. This is the one use of private Keras API in keras_extras' layers,
-    checked on Keras 3.15.1. The pass is the first of:
-
-    * the outermost `keras.StatelessScope` (the global attribute
-      `"stateless_scope"` and each scope's `original_scope`). JAX's trainer
-      runs a step through `Model.stateless_call`, which opens one such scope
-      but calls `Model.call` directly, so there no layer call spans the pass;
-    * the `CallContext` that the outermost `Layer.__call__` opens and clears
-      when it returns (the global attribute `"current_call_ctx"`, what
-      `Layer._get_call_context()` returns; read here, never created).
-
-    The dict is an attribute of that scope or context, so it is dropped with
-    it. Returns None outside both: `call` was invoked directly, and that call
-    is a pass of its own.
-    """
-    from keras.src.backend.common import global_state
-
-    owner = global_state.get_global_attribute("stateless_scope")
-    if owner is not None:
-        while getattr(owner, "original_scope", None) is not None:
-            owner = owner.original_scope
-    else:
-        owner = global_state.get_global_attribute("current_call_ctx")
-    if owner is None:
-        return None
-    memo = getattr(owner, "_keras_extras_memo", None)
-    if memo is None:
-        memo = {}
-        owner._keras_extras_memo = memo
-    return memo
-
-
 def _validate_noise_shape(noise_shape: Any) -> tuple[int | None, ...] | None:
     """`noise_shape` as a tuple, checked as `keras.layers.Dropout` checks it."""
     if noise_shape is None:
@@ -484,7 +448,7 @@ class ScheduledDropout(keras.layers.Layer):
             name="iterations",
         )
         self.supports_masking = True
-        self._build_at_init()
+        _keras_internals.build_at_init(self)
 
     @property
     def current_rate(self) -> Any:
@@ -502,7 +466,7 @@ class ScheduledDropout(keras.layers.Layer):
         advance the counter once. Both tensors are computed before the first
         assignment: on torch, `iterations.value` is the variable's own storage.
         """
-        memo = _forward_pass_memo()
+        memo = _keras_internals.forward_pass_memo()
         key = ("ScheduledDropout", id(self))
         if memo is None or key not in memo:
             step = self.iterations.value

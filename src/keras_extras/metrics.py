@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_extras import _steps
+from keras_extras import _keras_internals, _steps
 from keras_extras._export import export
 
 _Shape = tuple
@@ -348,7 +348,7 @@ class RootMeanSquaredError(_ExactMean):
 
     def __init__(self, name: str = "rmse", dtype: Any = None) -> None:
         super().__init__(name=name, dtype=dtype)
-        self._direction = "down"
+        _keras_internals.set_direction(self, "down")
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         """Accumulates the squared errors of one batch.

@@ -6,9 +6,8 @@ from typing import Any
 
 import keras
 from keras import ops
-from keras.src.models.functional import Functional
 
-from keras_extras import _steps
+from keras_extras import _keras_internals, _steps
 from keras_extras._export import export
 
 
@@ -19,43 +18,6 @@ def _functional_arguments(args: tuple, kwargs: dict) -> bool:
         or (len(args) == 1 and "outputs" in kwargs)
         or ("inputs" in kwargs and "outputs" in kwargs)
     )
-
-
-_FUNCTIONAL_VARIANTS: dict[type, type] = {}
-
-
-def _functional_variant(cls: type) -> type:
-    """`cls` with `Functional` among its bases, made once per class.
-
-    Keras builds `SubclassOfModel(inputs, outputs)` by rewriting the
-    `__bases__` of the subclass and of all its parents, for good. After one
-    functional `CustomModel`, every later `class M(CustomModel)` with its own
-    `__init__` would then fail. Giving the instance a separate class that
-    inherits from both leaves `CustomModel` as it is. It carries the name and the registered
-    name of `cls`, so that summaries, `get_config`, `.keras` files and
-    pickles show `cls`, and loading gives the same kind of model back.
-    """
-    if cls not in _FUNCTIONAL_VARIANTS:
-
-        def __reduce__(self: Any) -> tuple:
-            # Pickle finds a class by its name, which is `cls`'s: unpickle through `cls`.
-            return cls._unpickle_model, keras.Model.__reduce__(self)[1]
-
-        variant = type(
-            cls.__name__,
-            (cls, Functional),
-            {"__module__": cls.__module__, "__reduce__": __reduce__},
-        )
-        variant.__qualname__ = cls.__qualname__
-        registered = keras.saving.get_registered_name(cls)
-        if ">" in registered:
-            package, name = registered.split(">", 1)
-            register = keras.saving.register_keras_serializable(package=package, name=name)
-            register(variant)
-            # Registering the variant took over the name; loading must give `cls`.
-            register(cls)
-        _FUNCTIONAL_VARIANTS[cls] = variant
-    return _FUNCTIONAL_VARIANTS[cls]
 
 
 def _loss_scale(optimizer: Any) -> Any | None:
@@ -71,7 +33,7 @@ class _CompiledMetrics:
     """What Keras 2's `model.compiled_metrics` was, for the classic step."""
 
     def __init__(self, model: CustomModel) -> None:
-        self._model = model
+        self._owner = model
 
     def update_state(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
         """Updates the metrics given to `compile()` (not the loss tracker).
@@ -81,7 +43,7 @@ class _CompiledMetrics:
             y_pred: Predictions.
             sample_weight: Optional sample weights, used by `weighted_metrics`.
         """
-        compile_metrics = self._model._compile_metrics
+        compile_metrics = _keras_internals.compiled_metrics_object(self._owner)
         if compile_metrics is not None:
             compile_metrics.update_state(y, y_pred, sample_weight)
 
@@ -194,11 +156,11 @@ class CustomModel(keras.Model):
     _step_records_loss = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if _functional_arguments(args, kwargs) and not isinstance(self, Functional):
+        if _functional_arguments(args, kwargs) and not _keras_internals.is_functional(self):
             # Where keras.Model would rewrite the bases of this class and its
             # parents, only this instance becomes functional.
-            self.__class__ = _functional_variant(type(self))
-            Functional.__init__(self, *args, **kwargs)
+            self.__class__ = _keras_internals.functional_variant(type(self))
+            _keras_internals.init_functional(self, *args, **kwargs)
         else:
             super().__init__(*args, **kwargs)
 
@@ -377,7 +339,7 @@ class CustomModel(keras.Model):
         >>> bool(abs(logs["confidence"] - expected) < 1e-6)
         True
         """
-        if self._compile_metrics is not None:
+        if _keras_internals.compiled_metrics_object(self) is not None:
             self._require_targets(y)
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
@@ -461,7 +423,7 @@ class CustomModel(keras.Model):
     def _require_targets(self, y: Any) -> None:
         if y is not None:
             return
-        compiled = ["metrics"] if self._compile_loss is None else [f"loss={self.loss!r}"]
+        compiled = ["metrics"] if _keras_internals.compiled_loss_object(self) is None else [f"loss={self.loss!r}"]
         raise ValueError(
             f"Model {self.name!r} was compiled with {compiled[0]}, which compares "
             "predictions with targets, but this batch has no targets (y is None). "
@@ -484,9 +446,10 @@ class CustomModel(keras.Model):
                 "computing its loss."
             )
         losses = []
-        if self._compile_loss is not None:
+        compile_loss = _keras_internals.compiled_loss_object(self)
+        if compile_loss is not None:
             self._require_targets(y)
-            loss = self._compile_loss(y, y_pred, sample_weight)
+            loss = compile_loss(y, y_pred, sample_weight)
             if loss is not None:
                 losses.append(loss)
         if regularization_losses is None:
@@ -494,7 +457,9 @@ class CustomModel(keras.Model):
         for loss in regularization_losses:
             # Keras's own: a sum, divided by the replicas under tf.distribute as
             # Keras losses are, so that the summed gradients count it once.
-            losses.append(self._aggregate_additional_loss(ops.convert_to_tensor(loss)))
+            losses.append(
+                _keras_internals.aggregate_additional_loss(self, ops.convert_to_tensor(loss))
+            )
         if not losses:
             raise ValueError(
                 f"Model {self.name!r} has no loss to compute: pass `loss` to "

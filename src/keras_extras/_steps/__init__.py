@@ -16,6 +16,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_extras import _keras_internals
+
 SUPPORTED_BACKENDS = ("tensorflow", "jax", "torch")
 
 _LOADED: dict[str, types.ModuleType] = {}
@@ -48,7 +50,7 @@ def replicas_in_sync() -> int:
 
 def forward(model: Any, x: Any, training: bool) -> Any:
     """Calls the model as Keras's own trainers do, `training` only if `call` takes it."""
-    if model._call_has_training_arg:
+    if _keras_internals.call_has_training_arg(model):
         return model(x, training=training)
     return model(x)
 
@@ -88,9 +90,7 @@ def unrecorded_loss(
     """
     model._step_records_loss = True
     try:
-        return model._compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
-        )
+        return _keras_internals.compute_loss(model, x, y, y_pred, sample_weight, training)
     finally:
         model._step_records_loss = False
 
@@ -100,4 +100,4 @@ def record_loss(model: Any, loss: Any, samples: Any) -> None:
     replicas = replicas_in_sync()
     if replicas > 1:
         loss = ops.multiply(loss, ops.cast(replicas, loss.dtype))
-    model._loss_tracker.update_state(loss, sample_weight=samples)
+    _keras_internals.loss_tracker(model).update_state(loss, sample_weight=samples)
