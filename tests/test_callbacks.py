@@ -1052,3 +1052,19 @@ def test_png_encoding_matches_matplotlib():
     theirs = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGBA"))
     assert ours.shape == theirs.shape == (size[1], size[0], 4)
     np.testing.assert_array_equal(ours, theirs)
+
+
+def test_arguments_set_later_are_checked_like_constructor_arguments(tmp_path):
+    """The plotter's attributes are its checked options: a bad value set later is refused.
+
+    Catches attributes that drift from what the drawing uses, or skip the checks.
+    """
+    plotter = keras_extras.TrainingPlotter(tmp_path, figsize=[4, 3])
+    assert plotter.figsize == (4.0, 3.0) and plotter.directory == str(tmp_path)
+    plotter.smoothing = 0.5
+    assert plotter.get_config()["smoothing"] == 0.5
+    with pytest.raises(ValueError, match="smoothing.*1.5"):
+        plotter.smoothing = 1.5
+    with pytest.raises(ValueError, match="'plot.xyz'"):
+        plotter.filename = "plot.xyz"
+    assert plotter.smoothing == 0.5 and plotter.filename == "training.png"

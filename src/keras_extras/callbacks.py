@@ -275,10 +275,10 @@ def _option(name: str) -> property:
     """A `TrainingPlotter` argument, read from and checked by its `PlotOptions`."""
 
     def get(self: TrainingPlotter) -> Any:
-        return getattr(self.options, name)
+        return getattr(self._options, name)
 
     def set(self: TrainingPlotter, value: Any) -> None:
-        self.options = dataclasses.replace(self.options, **{name: value})
+        self._options = dataclasses.replace(self._options, **{name: value})
 
     return property(get, set, doc=f"The `{name}` argument (see the class docstring).")
 
@@ -398,7 +398,7 @@ class TrainingPlotter(keras.callbacks.Callback):
         history: LossHistory | None = None,
     ) -> None:
         super().__init__()
-        self.options = PlotOptions(
+        self._options = PlotOptions(
             directory,
             filename,
             snapshot,
@@ -428,7 +428,7 @@ class TrainingPlotter(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         """Checks the output folders and starts the drawing process."""
-        self.options.check_folders()
+        self._options.check_folders()
         self._error, self._warned = None, False
         self._last_epoch = self._drawn_epoch = None
         self.history.core.begin_fit()
@@ -450,7 +450,7 @@ class TrainingPlotter(keras.callbacks.Callback):
         """Closes the history's epoch and queues a drawing, every `every_n_epochs` epochs."""
         _close_epoch(self, self.history.core, epoch, logs)
         self._last_epoch = epoch
-        if (epoch + 1) % self.options.every_n_epochs == 0:
+        if (epoch + 1) % self._options.every_n_epochs == 0:
             self._queue_drawing(epoch, snapshot=True)
         self._report_error()
 
@@ -471,13 +471,13 @@ class TrainingPlotter(keras.callbacks.Callback):
         self._drawn_epoch = epoch
         try:
             job = Job.of(
-                self.options,
+                self._options,
                 epoch,
                 snapshot,
                 self.history.batches,
                 self.history.epochs,
                 _directions(_keras_internals.callback_model(self)),
-                png=self.options.display and _ipython_shell() is not None,
+                png=self._options.display and _ipython_shell() is not None,
             )
         except Exception as error:  # noqa: BLE001 - plotting must never stop training
             self._note_error(error)
