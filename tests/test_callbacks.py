@@ -30,7 +30,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 import keras_extras
-from keras_extras import _plotting
+from keras_extras import _drawing, _plotting
 from keras_extras import callbacks as callbacks_module
 from tests.harness import assert_config_roundtrip, run_in_fresh_process
 
@@ -532,6 +532,18 @@ class ThreadRecorder(keras_extras.LossHistory):
         super().on_train_batch_end(batch, logs)
 
 
+class PlotterThreadRecorder(keras_extras.TrainingPlotter):
+    """A TrainingPlotter that notes the threads its batch hook runs in."""
+
+    def __init__(self, directory):
+        super().__init__(directory)
+        self.threads = set()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.threads.add(threading.current_thread())
+        super().on_train_batch_end(batch, logs)
+
+
 @pytest.mark.backends("jax", "torch", reason="Keras dispatches callbacks asynchronously only there")
 def test_batch_hooks_run_off_the_training_thread(digits, tmp_path):
     """The documented `async_safe`: Keras calls the batch hooks from its callback threads.
@@ -543,11 +555,13 @@ def test_batch_hooks_run_off_the_training_thread(digits, tmp_path):
     x, y = digits
     model = make_model(0.1)
     recorder = ThreadRecorder()
-    plotted = ThreadRecorder()
-    plotter = keras_extras.TrainingPlotter(tmp_path, history=plotted)
-    for callbacks, seen in (([recorder], recorder), ([plotter], plotted)):
+    plotter = PlotterThreadRecorder(tmp_path)
+    for callbacks, seen, history in (
+        ([recorder], recorder, recorder),
+        ([plotter], plotter, plotter.history),
+    ):
         model.fit(x[:512], y[:512], batch_size=64, epochs=1, verbose=0, callbacks=callbacks)
-        assert len(seen.batches["loss"]) == 8
+        assert len(history.batches["loss"]) == 8
         assert seen.threads and threading.current_thread() not in seen.threads
 
 
@@ -842,7 +856,7 @@ def crash_on_second(real):
     return rename
 
 os.replace, os.rename = crash_on_second(os.replace), crash_on_second(os.rename)
-importlib.import_module("keras_extras._plotting").main()
+importlib.import_module("keras_extras._drawing").main()
 """
 
 FAILING_CHILD = """\
@@ -850,13 +864,13 @@ plotting = importlib.import_module("keras_extras._plotting")
 def draw(self, *args, **kwargs):
     raise ValueError("boom")
 plotting.Drawing.draw = draw
-plotting.main()
+importlib.import_module("keras_extras._drawing").main()
 """
 
 
 def child_with(code):
-    command = _plotting.child_command()
-    return lambda: [*command[:2], _plotting.CHILD_PRELUDE + code, *command[3:]]
+    command = _drawing.child_command()
+    return lambda: [*command[:2], _drawing.CHILD_PRELUDE + code, *command[3:]]
 
 
 def test_crash_before_the_rename_leaves_the_previous_png(trained, tmp_path, monkeypatch):
@@ -868,7 +882,7 @@ def test_crash_before_the_rename_leaves_the_previous_png(trained, tmp_path, monk
     `.training.png.*.tmp`, here a complete PNG of the second epoch.
     """
     model, x, y, _ = trained
-    monkeypatch.setattr(_plotting, "child_command", child_with(CRASHING_CHILD))
+    monkeypatch.setattr(_drawing, "child_command", child_with(CRASHING_CHILD))
     plotter = keras_extras.TrainingPlotter(tmp_path)
     watcher = FileWatcher(plotter)
     with pytest.warns(RuntimeWarning, match="drawing process stopped.*exit code 17") as caught:
@@ -888,7 +902,7 @@ def test_crash_before_the_rename_leaves_the_previous_png(trained, tmp_path, monk
 
 def test_drawing_errors_warn_once_and_training_goes_on(trained, tmp_path, monkeypatch):
     model, x, y, _ = trained
-    monkeypatch.setattr(_plotting, "child_command", child_with(FAILING_CHILD))
+    monkeypatch.setattr(_drawing, "child_command", child_with(FAILING_CHILD))
     plotter = keras_extras.TrainingPlotter(tmp_path)
     with pytest.warns(RuntimeWarning, match="boom") as caught:
         model.fit(x, y, batch_size=64, epochs=3, verbose=0, callbacks=[plotter])
@@ -905,7 +919,7 @@ def test_a_reused_plotter_warns_once_in_every_fit(trained, tmp_path, monkeypatch
     watcher waits for each drawing, so the error is known at the next one).
     """
     model, x, y, _ = trained
-    monkeypatch.setattr(_plotting, "child_command", child_with(FAILING_CHILD))
+    monkeypatch.setattr(_drawing, "child_command", child_with(FAILING_CHILD))
     plotter = keras_extras.TrainingPlotter(tmp_path)
     callbacks = [plotter, FileWatcher(plotter)]
     for fit in range(3):
@@ -921,7 +935,7 @@ def test_a_reused_plotter_warns_once_in_every_fit(trained, tmp_path, monkeypatch
 def test_a_child_that_cannot_start_is_reported_with_its_message(trained, tmp_path, monkeypatch):
     model, x, y, _ = trained
     broken = "import sys; sys.stderr.write('no matplotlib here'); sys.exit(3)"
-    monkeypatch.setattr(_plotting, "child_command", lambda: [sys.executable, "-c", broken])
+    monkeypatch.setattr(_drawing, "child_command", lambda: [sys.executable, "-c", broken])
     plotter = keras_extras.TrainingPlotter(tmp_path)
     with pytest.warns(RuntimeWarning, match="(?s)exit code 3.*no matplotlib here"):
         model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[plotter])
@@ -1005,16 +1019,18 @@ def test_headless_from_a_thread_without_touching_matplotlib_state(tmp_path):
     # The drawing child itself never imports pyplot.
     script = f"""
         import pickle, sys
-        sys.argv[1:] = [{os.path.dirname(_plotting.__file__)!r}]
+        sys.argv[1:] = [{os.path.dirname(_drawing.__file__)!r}]
         sys.path.insert(0, "")
-        exec({_plotting.CHILD_PRELUDE!r})
-        namespace = vars(importlib.import_module("keras_extras._plotting"))
+        exec({_drawing.CHILD_PRELUDE!r})
+        drawing = importlib.import_module("keras_extras._drawing")
+        plotting = importlib.import_module("keras_extras._plotting")
         import numpy as np
-        data = {{"batches": {{"step": np.arange(3.0), "loss": np.ones(3)}},
-                 "epochs": {{"epoch": np.arange(2.0), "step": np.arange(2.0), "loss": np.ones(2)}}}}
-        namespace["run_job"](namespace["Drawing"](), {{
-            "data": data, "targets": [({str(tmp_path / "child.png")!r}, "png")],
-            "smoothing": 0.0, "yscale": "linear", "modes": {{}}, "figsize": None}})
+        options = drawing.PlotOptions({str(tmp_path)!r}, filename="child.png")
+        job = drawing.Job(
+            options, epoch=0, snapshot=False, modes={{}},
+            batches={{"step": np.arange(3.0), "loss": np.ones(3)}},
+            epochs={{"epoch": np.arange(2.0), "step": np.arange(2.0), "loss": np.ones(2)}})
+        drawing.run_job(plotting.Drawing(), job)
         print("matplotlib.pyplot" in sys.modules, "keras" in sys.modules)
         """
     out = run_in_fresh_process(script, env={"DISPLAY": None, "MPLBACKEND": None})
@@ -1036,3 +1052,19 @@ def test_png_encoding_matches_matplotlib():
     theirs = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGBA"))
     assert ours.shape == theirs.shape == (size[1], size[0], 4)
     np.testing.assert_array_equal(ours, theirs)
+
+
+def test_arguments_set_later_are_checked_like_constructor_arguments(tmp_path):
+    """The plotter's attributes are its checked options: a bad value set later is refused.
+
+    Catches attributes that drift from what the drawing uses, or skip the checks.
+    """
+    plotter = keras_extras.TrainingPlotter(tmp_path, figsize=[4, 3])
+    assert plotter.figsize == (4.0, 3.0) and plotter.directory == str(tmp_path)
+    plotter.smoothing = 0.5
+    assert plotter.get_config()["smoothing"] == 0.5
+    with pytest.raises(ValueError, match="smoothing.*1.5"):
+        plotter.smoothing = 1.5
+    with pytest.raises(ValueError, match="'plot.xyz'"):
+        plotter.filename = "plot.xyz"
+    assert plotter.smoothing == 0.5 and plotter.filename == "training.png"

@@ -1,52 +1,21 @@
-"""The drawing side of `keras_extras.TrainingPlotter`, run in a child process.
+"""The figure of `keras_extras.TrainingPlotter`, drawn in its drawing process.
 
-Drawing a figure with matplotlib takes 0.1 to 0.5 s of Python and C++ that
-hold the GIL. In a thread of the training process, every training step would
-wait for the GIL while a figure is drawn; a child process keeps the two apart.
-`TrainingPlotter` starts `main` in a child with `child_command()`, sends it one
-pickled job per drawing on stdin and reads one pickled reply per job on stdout.
-
-This module imports neither keras nor keras_extras's `__init__`, so the child
-starts in the time matplotlib takes to import. It uses only matplotlib's
+`Drawing` draws the `batches` and `epochs` tables of a `LossHistory` on an Agg canvas
+and encodes it as a file; `keras_extras._drawing` runs it in a child process. This
+module imports neither keras nor keras_extras's `__init__`, and only matplotlib's
 object-oriented API (`Figure` on an Agg canvas), never pyplot.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
-import os
-import pickle
-import sys
-import traceback
-import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from keras_extras._files import atomic_write
-
 INDEX_COLUMNS = ("epoch", "step")
-# The child gives way to training for the CPU it shares with it.
-CHILD_NICENESS = 10
-
-# Run with `python -c`: a bare `keras_extras` package (its `__init__` imports Keras)
-# from which only this module and `_files` are imported, without the current folder
-# that `-c` puts first on sys.path. Tests put their own lines before the last one.
-CHILD_PRELUDE = """\
-import importlib, sys, types
-del sys.path[0]
-package = types.ModuleType("keras_extras")
-package.__path__ = [sys.argv[1]]
-sys.modules["keras_extras"] = package
-"""
-_BOOTSTRAP = CHILD_PRELUDE + 'importlib.import_module("keras_extras._plotting").main()\n'
-
-
-def child_command() -> list[str]:
-    """The command that starts a drawing child process."""
-    return [sys.executable, "-c", _BOOTSTRAP, os.path.dirname(os.path.abspath(__file__))]
 
 
 def finite(values: Any) -> np.ndarray:
@@ -87,17 +56,11 @@ def epoch_panels(epochs: dict[str, Any]) -> list[str]:
     return sorted(names, key=lambda n: n != "loss")
 
 
-def grid_shape(data: dict[str, dict[str, Any]]) -> tuple[int, int]:
-    """(rows, columns) of the figure: two panels per row."""
-    count = max(("loss" in data["batches"]) + len(epoch_panels(data["epochs"])), 1)
+def grid_shape(count: int) -> tuple[int, int]:
+    """(rows, columns) for `count` panels: two panels per row."""
+    count = max(count, 1)
     columns = min(2, count)
     return -(-count // columns), columns
-
-
-def default_figsize(data: dict[str, dict[str, Any]]) -> tuple[float, float]:
-    """5 x 3.2 inches per panel."""
-    rows, columns = grid_shape(data)
-    return 5.0 * columns, 3.2 * rows
 
 
 def best_index(values: np.ndarray, mode: str | None) -> int | None:
@@ -105,6 +68,22 @@ def best_index(values: np.ndarray, mode: str | None) -> int | None:
     if mode not in ("min", "max") or not np.isfinite(values).any():
         return None
     return int(np.nanargmin(values) if mode == "min" else np.nanargmax(values))
+
+
+def _plain_log_formatter() -> Any:
+    """A `LogFormatter` that labels the ticks it picks as "0.28", not "2.8e-01"."""
+    from matplotlib.ticker import LogFormatter
+
+    class PlainLogFormatter(LogFormatter):
+        # LogFormatter picks which ticks to label (an empty label: none); plain
+        # numbers read better on an axis that spans less than a decade. Only its
+        # public `__call__` is overridden.
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            if not super().__call__(x, pos):
+                return ""
+            return self.fix_minus(f"{abs(x):.3g}")
+
+    return PlainLogFormatter(labelOnlyBase=False)
 
 
 class Drawing:
@@ -119,7 +98,7 @@ class Drawing:
         from matplotlib.figure import Figure
 
         self.figure = Figure()
-        FigureCanvasAgg(self.figure)
+        self._canvas = FigureCanvasAgg(self.figure)
         self._key: Any = None
         self._panels: list[dict[str, Any]] = []
 
@@ -129,18 +108,21 @@ class Drawing:
         smoothing: float = 0.0,
         yscale: str = "linear",
         modes: dict[str, str] | None = None,
-        figsize: tuple[float, float] | None = None,
+        figsize: Sequence[float] | None = None,
     ) -> None:
         """Draws `data` (the `batches` and `epochs` tables) on the Agg canvas."""
         batches, epochs = data["batches"], data["epochs"]
-        figsize = tuple(figsize or default_figsize(data))
         curves = [
             (name, tuple(k for k in (name, f"val_{name}") if k in epochs))
             for name in epoch_panels(epochs)
         ]
-        key = ("loss" in batches, tuple(curves), smoothing > 0, figsize)
+        batch_panel = "loss" in batches
+        rows, columns = grid_shape(batch_panel + len(curves))
+        # 5 x 3.2 inches per panel by default.
+        size = tuple(figsize or (5.0 * columns, 3.2 * rows))
+        key = (batch_panel, tuple(curves), smoothing > 0, size)
         if key != self._key:
-            self._build(key[0], curves, smoothing, figsize)
+            self._build(batch_panel, curves, smoothing, size, (rows, columns))
             self._key = key
         modes = modes or {}
         x_epochs = finite(epochs["epoch"]) + 1
@@ -164,23 +146,29 @@ class Drawing:
             if ax.get_yscale() != scale:
                 ax.set_yscale(scale)
                 if scale == "log":
-                    self._plain_log_labels(ax)
+                    ax.yaxis.set_major_formatter(_plain_log_formatter())
+                    ax.yaxis.set_minor_formatter(_plain_log_formatter())
             ax.relim(visible_only=True)
             ax.autoscale_view()
             ax.legend(fontsize="small", loc="best")
         self.figure.canvas.draw()
 
-    def _build(self, batch_panel: bool, curves: list, smoothing: float, figsize: tuple) -> None:
+    def _build(
+        self,
+        batch_panel: bool,
+        curves: list,
+        smoothing: float,
+        figsize: tuple,
+        grid: tuple[int, int],
+    ) -> None:
         from matplotlib.ticker import MaxNLocator
 
         figure = self.figure
         figure.clear()
         figure.set_size_inches(figsize)
-        count = max(batch_panel + len(curves), 1)
-        columns = min(2, count)
-        rows = -(-count // columns)
+        rows, columns = grid
         axes = list(figure.subplots(rows, columns, squeeze=False).flat)
-        for unused in axes[count:]:
+        for unused in axes[batch_panel + len(curves) :]:
             unused.set_visible(False)
         self._panels = []
         if batch_panel:
@@ -252,19 +240,6 @@ class Drawing:
         best.set_label(f"best {which}: {values[index]:.4g} (epoch {int(x[index])})")
         rule.set_xdata([x[index], x[index]])
 
-    @staticmethod
-    def _plain_log_labels(ax: Any) -> None:
-        from matplotlib.ticker import LogFormatter
-
-        class PlainLogFormatter(LogFormatter):
-            # LogFormatter picks which ticks to label; "0.28" reads better than
-            # its "2.8e-01" on an axis that spans less than a decade.
-            def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
-                return f"{x:.3g}"
-
-        ax.yaxis.set_major_formatter(PlainLogFormatter(labelOnlyBase=False))
-        ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
-
     def encode(self, fmt: str) -> bytes:
         """The drawn figure as a file of format `fmt` (png, svg, pdf, ...)."""
         buffer = io.BytesIO()
@@ -272,51 +247,11 @@ class Drawing:
             # The Agg canvas already holds the pixels: encode them, do not redraw.
             from PIL import Image
 
-            width, height = self.figure.canvas.get_width_height()
+            width, height = self._canvas.get_width_height()
             image = Image.frombuffer(
-                "RGBA", (width, height), self.figure.canvas.buffer_rgba(), "raw", "RGBA", 0, 1
+                "RGBA", (width, height), self._canvas.buffer_rgba(), "raw", "RGBA", 0, 1
             )
             image.save(buffer, format="png", compress_level=1)
         else:
             self.figure.savefig(buffer, format=fmt, dpi=self.figure.dpi)
         return buffer.getvalue()
-
-
-def run_job(drawing: Drawing, job: dict[str, Any]) -> bytes | None:
-    """Draws one job and writes its files; returns PNG bytes if the job asks."""
-    drawing.draw(job["data"], job["smoothing"], job["yscale"], job["modes"], job["figsize"])
-    encoded: dict[str, bytes] = {}
-    for path, fmt in job["targets"]:
-        if fmt not in encoded:
-            encoded[fmt] = drawing.encode(fmt)
-        atomic_write(path, encoded[fmt])
-    if job.get("png"):
-        return encoded.get("png") or drawing.encode("png")
-    return None
-
-
-def main() -> None:
-    """Serves drawing jobs from stdin until it closes; one reply per job."""
-    if hasattr(os, "nice"):
-        with contextlib.suppress(OSError):
-            os.nice(CHILD_NICENESS)
-    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    # Whatever else prints must not corrupt the replies.
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    jobs = sys.stdin.buffer
-    drawing = None
-    while True:
-        try:
-            job = pickle.load(jobs)
-        except EOFError:
-            return
-        reply: dict[str, Any] = {"error": None, "png": None}
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                drawing = drawing or Drawing()
-                reply["png"] = run_job(drawing, job)
-        except Exception:  # noqa: BLE001 - the parent reports it
-            reply["error"] = traceback.format_exc(limit=4)
-        pickle.dump(reply, replies, protocol=pickle.HIGHEST_PROTOCOL)
-        replies.flush()

@@ -2,101 +2,51 @@
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
-import json
-import math
-import numbers
+import dataclasses
 import os
-import pickle
-import subprocess
 import sys
-import tempfile
-import threading
-import uuid
 import warnings
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 import keras
-import numpy as np
 
-from keras_extras import _keras_internals, _plotting
+from keras_extras import _keras_internals
+from keras_extras._drawing import DrawingProcess, Job, PlotOptions
 from keras_extras._export import export
 from keras_extras._files import atomic_write
+from keras_extras._history import MEAN, ROOT_MEAN, HistoryCore
 from keras_extras.metrics import RootMeanSquaredError
 
-# How a batch's own value is recovered from two consecutive running values.
-_MEAN = "mean"
-_ROOT_MEAN = "root_mean"
 _ROOT_MEANS = (keras.metrics.RootMeanSquaredError, RootMeanSquaredError)
-
-_INDEX_COLUMNS = ("epoch", "step")
-
-
-def _log_names(model: Any) -> dict[str, Any]:
-    """Maps each key of `model`'s training logs to the metric object behind it."""
-    found: dict[str, Any] = {}
-    for metric in getattr(model, "metrics", None) or []:
-        if hasattr(metric, "_flat_metrics"):
-            found.update(_compile_metric_names(metric))
-        else:
-            found[metric.name] = metric
-    return found
-
-
-def _compile_metric_names(compiled: Any) -> dict[str, Any]:
-    # Mirrors how `CompileMetrics.result()` names its entries: an output-name
-    # prefix, a numeric suffix on clashes, "weighted_" for weighted clashes.
-    found: dict[str, Any] = {}
-    counters: dict[str, int] = {}
-    groups = ((False, compiled._flat_metrics), (True, compiled._flat_weighted_metrics))
-    for weighted, lists in groups:
-        for metric_list in lists:
-            if not metric_list:
-                continue
-            prefix = f"{metric_list.output_name}_" if metric_list.output_name else ""
-            for metric in metric_list.metrics:
-                name = prefix + metric.name
-                if name in counters:
-                    if weighted:
-                        name = prefix + "weighted_" + metric.name
-                    if name in counters:
-                        counters[name] += 1
-                        name = f"{name}_{counters[name] - 1}"
-                counters.setdefault(name, 1)
-                found[name] = metric
-    return found
 
 
 def _recovery(metric: Any) -> str | None:
     """How a batch's own value of `metric` follows from its running values."""
     if isinstance(metric, _ROOT_MEANS):
-        return _ROOT_MEAN
+        return ROOT_MEAN
     if isinstance(metric, keras.metrics.Mean) and type(metric).result is keras.metrics.Mean.result:
-        return _MEAN
+        return MEAN
     return None
 
 
-def _append_row(table: dict[str, list], epoch: int, step: int, row: dict[str, float]) -> None:
-    """Appends a row; a column seen for the first time is NaN in earlier rows."""
-    length = len(table["epoch"])
-    for name in row:
-        if name not in table:
-            table[name] = [math.nan] * length
-    table["epoch"].append(epoch)
-    table["step"].append(step)
-    for name, column in table.items():
-        if name not in _INDEX_COLUMNS:
-            column.append(row.get(name, math.nan))
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def _close_epoch(
+    callback: keras.callbacks.Callback, core: HistoryCore, epoch: int, logs: Any
+) -> None:
+    """Closes `core`'s epoch, with what it needs to know of `callback`'s model and params."""
+    # Not `callback.model`: on JAX it would copy the training state at every epoch.
+    model = _keras_internals.callback_model(callback)
+    core.close_epoch(
+        epoch,
+        logs,
+        steps=(callback.params or {}).get("steps"),
+        batch_end=lambda batch: _keras_internals.batch_end(batch, model),
+        # TensorFlow builds the compiled metrics in the first step: looked up here.
+        kinds=lambda: {
+            name: _recovery(metric)
+            for name, metric in _keras_internals.log_metric_objects(model).items()
+        },
+    )
 
 
 @export
@@ -154,7 +104,7 @@ class LossHistory(keras.callbacks.Callback):
     * **Non-finite values.** A NaN or inf batch makes Keras's running mean
       non-finite until the epoch ends, so the rest of that epoch's batch values
       are NaN too.
-    * **Cost.** A batch costs one list append; all arithmetic happens at the
+    * **Cost.** A batch costs one dict insertion; all arithmetic happens at the
       epoch end, on values Keras already brought to the host. The callback is
       marked `async_safe`, so on JAX and torch Keras may call it from its
       callback thread, in any order.
@@ -200,120 +150,55 @@ class LossHistory(keras.callbacks.Callback):
                 )
             metrics = list(metrics)
         self.metrics = metrics
-        self.batches: dict[str, list] = {"epoch": [], "step": []}
-        self.running: dict[str, list] = {"epoch": [], "step": []}
-        self.epochs: dict[str, list] = {"epoch": [], "step": []}
-        self._step = 0
-        self._recoveries: dict[str, str | None] = {}
-        self._checked = metrics is None
-        self._pending: list[tuple[int, dict]] = []
-        self._epoch_open = False
-        self._epoch_logs: dict | None = None
+        # The tables and the recovery; a TrainingPlotter drawing this history feeds
+        # the same core, whose operations make every batch and epoch count once.
+        self._core = HistoryCore(metrics)
 
-    def _wanted(self, name: str) -> bool:
-        return self.metrics is None or name.removeprefix("val_") in self.metrics
+    @property
+    def core(self) -> HistoryCore:
+        """The Keras-free tables and recovery behind this callback, fed by its hooks.
+
+        A `TrainingPlotter` feeds it too: each batch and epoch still counts once.
+        """
+        return self._core
+
+    @property
+    def batches(self) -> dict[str, list]:
+        """The recovered per-batch values (see the class docstring)."""
+        return self._core.batches
+
+    @property
+    def running(self) -> dict[str, list]:
+        """The running means as Keras passed them (see the class docstring)."""
+        return self._core.running
+
+    @property
+    def epochs(self) -> dict[str, list]:
+        """The epoch-end logs (see the class docstring)."""
+        return self._core.epochs
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         """Forgets how the last fit's metrics were recovered."""
-        # The model may have been compiled again since the last fit.
-        self._recoveries = {}
-        self._checked = self.metrics is None
+        self._core.begin_fit()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         """Completes the last epoch's row, and opens the epoch."""
-        self._complete_epoch()
-        self._pending = []
-        self._epoch_open = True
+        self._core.open_epoch()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         """Keeps the batch's running means until the epoch ends."""
         # Under async dispatch this runs on Keras's callback threads, possibly
-        # out of order: keep it to one atomic append and sort at epoch end.
-        self._pending.append((batch, logs or {}))
+        # out of order: the core keeps it to one atomic dict operation.
+        self._core.record_batch(batch, logs)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         """Recovers the epoch's batch values and records them and the epoch's logs."""
-        # A TrainingPlotter may close the epoch before Keras calls us: once only.
-        if not self._epoch_open:
-            return
-        self._epoch_open = False
-        pending, self._pending = sorted(self._pending, key=lambda item: item[0]), []
-        self._check_metrics(logs)
-        if any(name not in self._recoveries for _, batch_logs in pending for name in batch_logs):
-            # TensorFlow builds the compiled metrics in the first step, so they
-            # are looked up here. `_model`: on JAX `model` would sync the state.
-            found = _log_names(self._model)
-            self._recoveries.update({name: _recovery(metric) for name, metric in found.items()})
-        steps = (self.params or {}).get("steps")
-        done = 0
-        previous: dict[str, float] = {}
-        for batch, batch_logs in pending:
-            # With steps_per_execution, Keras's last `batch` may overshoot.
-            end = _keras_internals.batch_end(batch, self._model)
-            end = min(end, steps) if steps else end
-            size = end - done
-            if size <= 0:
-                continue
-            self._step += size
-            raw = {
-                name: float(value)
-                for name, value in batch_logs.items()
-                if isinstance(value, numbers.Real) and self._wanted(name)
-            }
-            own = {
-                name: self._own_value(name, value, previous.get(name), done, end)
-                for name, value in raw.items()
-            }
-            _append_row(self.running, epoch, self._step, raw)
-            _append_row(self.batches, epoch, self._step, own)
-            previous, done = raw, end
-        _append_row(self.epochs, epoch, self._step, self._scalars(logs))
-        # Callbacks after this one may still add to the logs (LearningRateScheduler
-        # adds `learning_rate`), and History, called last, records that too.
-        self._epoch_logs = logs
-
-    def _scalars(self, logs: dict | None) -> dict[str, float]:
-        return {
-            name: float(value)
-            for name, value in (logs or {}).items()
-            if isinstance(value, numbers.Real) and self._wanted(name)
-        }
-
-    def _complete_epoch(self) -> None:
-        """Records in the last epoch's row what later callbacks put in its logs."""
-        logs, self._epoch_logs = self._epoch_logs, None
-        length = len(self.epochs["epoch"])
-        for name, value in self._scalars(logs).items():
-            self.epochs.setdefault(name, [math.nan] * length)[-1] = value
-
-    def _check_metrics(self, logs: dict | None) -> None:
-        if self._checked or not logs:
-            return
-        self._checked = True
-        unknown = [name for name in self.metrics if name not in logs]
-        if unknown:
-            raise ValueError(
-                f"LossHistory(metrics={self.metrics!r}): {unknown} are not in the training "
-                f"logs. The logs hold {sorted(logs)}."
-            )
-
-    def _own_value(
-        self, name: str, value: float, before: float | None, done: int, end: int
-    ) -> float:
-        recovery = self._recoveries.get(name)
-        before = 0.0 if done == 0 else before
-        if recovery is None or before is None:
-            return math.nan
-        if recovery == _ROOT_MEAN:
-            square = (end * value * value - done * before * before) / (end - done)
-            # Rounding can take a zero mean square slightly below zero.
-            return math.sqrt(max(square, 0.0)) if not math.isnan(square) else math.nan
-        return (end * value - done * before) / (end - done)
+        _close_epoch(self, self._core, epoch, logs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         """Completes the last epoch's row, and drops the reference to the model."""
-        self._complete_epoch()
-        self._model = None
+        self._core.complete_epoch()
+        _keras_internals.forget_model(self)
 
     def to_dict(self) -> dict[str, dict[str, list]]:
         """Returns the three tables, copied.
@@ -322,11 +207,7 @@ class LossHistory(keras.callbacks.Callback):
             `{"batches": ..., "running": ..., "epochs": ...}`, each a dict of
             equal-length lists (see the class docstring).
         """
-        return {
-            "batches": {k: list(v) for k, v in self.batches.items()},
-            "running": {k: list(v) for k, v in self.running.items()},
-            "epochs": {k: list(v) for k, v in self.epochs.items()},
-        }
+        return self._core.to_dict()
 
     def to_csv(self, path: str | os.PathLike) -> None:
         """Writes the three tables as one CSV file, atomically.
@@ -338,19 +219,7 @@ class LossHistory(keras.callbacks.Callback):
         Args:
             path: The file to write.
         """
-        tables = self.to_dict()
-        names: list[str] = []
-        for table in tables.values():
-            names += [n for n in table if n not in _INDEX_COLUMNS and n not in names]
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(["table", *_INDEX_COLUMNS, *names])
-        for table_name, table in tables.items():
-            for i in range(len(table["epoch"])):
-                values = [table[n][i] if n in table else math.nan for n in names]
-                index = [table_name, table["epoch"][i], table["step"][i]]
-                writer.writerow(index + [repr(v) for v in values])
-        atomic_write(os.fspath(path), text.getvalue().encode("utf-8"))
+        atomic_write(os.fspath(path), self._core.csv_text())
 
     def to_json(self, path: str | os.PathLike) -> None:
         """Writes `to_dict()` as a JSON file, atomically.
@@ -360,11 +229,7 @@ class LossHistory(keras.callbacks.Callback):
         Args:
             path: The file to write.
         """
-        tables = {
-            name: {k: [_json_safe(v) for v in column] for k, column in table.items()}
-            for name, table in self.to_dict().items()
-        }
-        atomic_write(os.fspath(path), json.dumps(tables, allow_nan=False).encode("utf-8"))
+        atomic_write(os.fspath(path), self._core.json_text())
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments.
@@ -387,40 +252,14 @@ class LossHistory(keras.callbacks.Callback):
         return cls(**config)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_model"] = None
-        return state
-
-
-def _check_matplotlib() -> dict[str, str]:
-    """The file formats matplotlib writes; an ImportError naming the extra if it is missing."""
-    try:
-        from matplotlib.backend_bases import FigureCanvasBase
-    except ImportError as error:
-        raise ImportError(
-            "TrainingPlotter needs matplotlib, which is not installed. Install it with "
-            "`pip install keras-extras[plot]`."
-        ) from error
-    return FigureCanvasBase.get_supported_filetypes()
-
-
-def _format_of(name: str, formats: dict[str, str], argument: str) -> str:
-    extension = os.path.splitext(name)[1].lower().lstrip(".")
-    if extension not in formats:
-        raise ValueError(
-            f"`{argument}` {name!r} has no file extension that matplotlib writes; use one "
-            f"of {sorted(formats)}."
-        )
-    return extension
+        return _keras_internals.picklable_state(self)
 
 
 def _directions(model: Any) -> dict[str, str]:
     """Maps each log name of `model` to "min" or "max", where Keras knows which."""
     directions = {}
-    for name, metric in _log_names(model).items():
-        direction = {"up": "max", "down": "min"}.get(getattr(metric, "_direction", None))
-        if name.endswith("loss"):
-            direction = "min"
+    for name, metric in _keras_internals.log_metric_objects(model).items():
+        direction = "min" if name.endswith("loss") else _keras_internals.metric_direction(metric)
         if direction:
             directions[name] = direction
     return directions
@@ -432,75 +271,16 @@ def _ipython_shell() -> Any:
     return get_ipython() if get_ipython else None
 
 
-class _DrawingProcess:
-    """A child process that draws and writes plot files, one job at a time."""
+def _option(name: str) -> property:
+    """A `TrainingPlotter` argument, read from and checked by its `PlotOptions`."""
 
-    def __init__(self) -> None:
-        self._process: subprocess.Popen | None = None
-        self._stderr: Any = None
+    def get(self: TrainingPlotter) -> Any:
+        return getattr(self._options, name)
 
-    def start(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            return
-        self._discard()
-        # A file, not a pipe: nobody has to drain it, and a crash's message can
-        # be read back.
-        self._stderr = tempfile.TemporaryFile()
-        # The child never selects a backend: a notebook's MPLBACKEND, which
-        # matplotlib validates on import, is of no use to it.
-        env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-        self._process = subprocess.Popen(
-            _plotting.child_command(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=env,
-        )
+    def set(self: TrainingPlotter, value: Any) -> None:
+        self._options = dataclasses.replace(self._options, **{name: value})
 
-    def run(self, job: dict[str, Any]) -> bytes | None:
-        self.start()
-        process = self._process
-        try:
-            pickle.dump(job, process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            process.stdin.flush()
-            reply = pickle.load(process.stdout)
-        except (OSError, EOFError, pickle.UnpicklingError) as error:
-            process.kill()
-            code = process.wait()
-            self._stderr.seek(0)
-            said = self._stderr.read().decode("utf-8", "replace").strip()[-2000:]
-            self._discard()
-            raise RuntimeError(
-                f"the drawing process stopped (exit code {code}) while writing "
-                f"{[path for path, _ in job['targets']]}" + (f":\n{said}" if said else "")
-            ) from error
-        if reply["error"]:
-            raise RuntimeError(f"drawing failed in the drawing process:\n{reply['error']}")
-        return reply["png"]
-
-    def close(self) -> None:
-        if self._process is not None:
-            # Closing its stdin ends the child once its current job is written.
-            with contextlib.suppress(OSError):
-                self._process.stdin.close()
-            try:
-                self._process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-        self._discard()
-
-    def _discard(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            for stream in (process.stdin, process.stdout):
-                with contextlib.suppress(OSError):
-                    stream.close()
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
+    return property(get, set, doc=f"The `{name}` argument (see the class docstring).")
 
 
 @export
@@ -542,7 +322,8 @@ class TrainingPlotter(keras.callbacks.Callback):
 
     The plotter fills its `history`: a new `LossHistory` by default, or the one
     passed in, which may also be passed to `fit` (in any order) without
-    anything being recorded twice.
+    anything being recorded twice. It fills the history's tables itself
+    (`history.core`), not through the history's callback methods.
 
     Args:
         directory: Folder for the plot files; created if missing.
@@ -593,6 +374,16 @@ class TrainingPlotter(keras.callbacks.Callback):
 
     async_safe = True
 
+    directory = _option("directory")
+    filename = _option("filename")
+    snapshot = _option("snapshot")
+    every_n_epochs = _option("every_n_epochs")
+    smoothing = _option("smoothing")
+    yscale = _option("yscale")
+    modes = _option("modes")
+    figsize = _option("figsize")
+    display = _option("display")
+
     def __init__(
         self,
         directory: str | os.PathLike,
@@ -607,119 +398,59 @@ class TrainingPlotter(keras.callbacks.Callback):
         history: LossHistory | None = None,
     ) -> None:
         super().__init__()
-        formats = _check_matplotlib()
-        self._formats = {"filename": _format_of(filename, formats, "filename")}
-        if snapshot is not None:
-            self._formats["snapshot"] = _format_of(snapshot, formats, "snapshot")
-            try:
-                first, second = snapshot.format(epoch=1), snapshot.format(epoch=2)
-            except (KeyError, IndexError, ValueError) as error:
-                raise ValueError(
-                    f"`snapshot` must be a pattern whose only field is {{epoch}}, but it is "
-                    f"{snapshot!r} ({error!r})."
-                ) from None
-            if first == second:
-                raise ValueError(
-                    f"`snapshot` must contain an {{epoch}} field, but it is {snapshot!r}."
-                )
-        if (
-            not isinstance(every_n_epochs, int)
-            or isinstance(every_n_epochs, bool)
-            or (every_n_epochs < 1)
-        ):
-            raise ValueError(
-                f"`every_n_epochs` must be an integer >= 1, but it is {every_n_epochs!r}."
-            )
-        if not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"`smoothing` must be in [0, 1), but it is {smoothing!r}.")
-        if yscale not in ("linear", "log"):
-            raise ValueError(f"`yscale` must be 'linear' or 'log', but it is {yscale!r}.")
-        modes = dict(modes or {})
-        for name, mode in modes.items():
-            if mode not in ("min", "max"):
-                raise ValueError(
-                    f"`modes` values must be 'min' or 'max', but modes[{name!r}] is {mode!r}."
-                )
-        if figsize is not None:
-            if len(figsize) != 2 or not all(float(v) > 0 for v in figsize):
-                raise ValueError(f"`figsize` must be two positive numbers, but it is {figsize!r}.")
-            figsize = (float(figsize[0]), float(figsize[1]))
+        self._options = PlotOptions(
+            directory,
+            filename,
+            snapshot,
+            every_n_epochs,
+            smoothing,
+            yscale,
+            modes or {},
+            figsize,
+            display,
+        )
         if history is not None and not isinstance(history, LossHistory):
             raise ValueError(f"`history` must be a LossHistory or None, but it is {history!r}.")
-        self.directory = os.fspath(directory)
-        self.filename = filename
-        self.snapshot = snapshot
-        self.every_n_epochs = every_n_epochs
-        self.smoothing = float(smoothing)
-        self.yscale = yscale
-        self.modes = modes
-        self.figsize = figsize
-        self.display = bool(display)
         self._owns_history = history is None
         self.history = LossHistory() if history is None else history
         self._init_runtime()
 
     def _init_runtime(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: deque = deque()
-        self._worker: threading.Thread | None = None
-        self._process = _DrawingProcess()
+        self._process = DrawingProcess(on_png=self._show, on_error=self._note_error)
         self._display_handle = None
         self._error: BaseException | None = None
         self._warned = False
-        self._feeds_history = True
         self._last_epoch: int | None = None
         self._drawn_epoch: int | None = None
 
+    # The plotter feeds the history's core, never its Keras hooks: the core counts
+    # every batch and epoch once, when Keras drives the history too, in any order.
+
     def on_train_begin(self, logs: dict | None = None) -> None:
         """Checks the output folders and starts the drawing process."""
-        self._check_folders()
+        self._options.check_folders()
         self._error, self._warned = None, False
         self._last_epoch = self._drawn_epoch = None
-        # When Keras drives the history too, it gave both of us the same params.
-        self._feeds_history = self.params is None or self.history.params is not self.params
-        if self._feeds_history:
-            if self.params is not None:
-                self.history.set_params(self.params)
-            self.history.set_model(self._model)
-            self.history.on_train_begin(logs)
+        self.history.core.begin_fit()
         # Importing matplotlib in the child overlaps with the first epoch.
         try:
             self._process.start()
         except OSError as error:
-            self._error = error
-
-    def _check_folders(self) -> None:
-        paths = [self.filename] + ([self.snapshot.format(epoch=1)] if self.snapshot else [])
-        for folder in {os.path.dirname(os.path.join(self.directory, p)) for p in paths}:
-            probe = os.path.join(folder, f".keras_extras_probe_{uuid.uuid4().hex[:12]}")
-            try:
-                os.makedirs(folder, exist_ok=True)
-                with open(probe, "xb"):
-                    pass
-                os.unlink(probe)
-            except OSError as error:
-                raise OSError(
-                    f"TrainingPlotter cannot write its plots to the folder {folder!r}: {error}"
-                ) from error
+            self._note_error(error)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        """Passes the call on to the history, unless Keras calls it too."""
-        if self._feeds_history:
-            self.history.on_epoch_begin(epoch, logs)
+        """Opens the epoch in the history's tables."""
+        self.history.core.open_epoch()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        """Passes the call on to the history, unless Keras calls it too."""
-        if self._feeds_history:
-            self.history.on_train_batch_end(batch, logs)
+        """Records the batch in the history's tables."""
+        self.history.core.record_batch(batch, logs)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        """Queues a drawing, every `every_n_epochs` epochs."""
-        # Closes the history's epoch even if Keras has not called it yet; a
-        # second call does nothing.
-        self.history.on_epoch_end(epoch, logs)
+        """Closes the history's epoch and queues a drawing, every `every_n_epochs` epochs."""
+        _close_epoch(self, self.history.core, epoch, logs)
         self._last_epoch = epoch
-        if (epoch + 1) % self.every_n_epochs == 0:
+        if (epoch + 1) % self._options.every_n_epochs == 0:
             self._queue_drawing(epoch, snapshot=True)
         self._report_error()
 
@@ -727,71 +458,31 @@ class TrainingPlotter(keras.callbacks.Callback):
         """Draws the last epoch if it was not drawn, and waits for every file."""
         if self._last_epoch is not None and self._drawn_epoch != self._last_epoch:
             self._queue_drawing(self._last_epoch, snapshot=False)
-        self.wait()
         self._process.close()
-        if self._feeds_history:
-            self.history.on_train_end(logs)
-        self._model = None
+        self.history.core.complete_epoch()
+        _keras_internals.forget_model(self)
         self._report_error()
 
     def wait(self) -> None:
         """Blocks until every drawing queued so far is written."""
-        while True:
-            with self._lock:
-                worker = self._worker
-            if worker is None:
-                return
-            worker.join()
+        self._process.wait()
 
     def _queue_drawing(self, epoch: int, snapshot: bool) -> None:
         self._drawn_epoch = epoch
         try:
-            batches, epochs = self.history.batches, self.history.epochs
-            targets = [(os.path.join(self.directory, self.filename), self._formats["filename"])]
-            if snapshot and self.snapshot:
-                path = os.path.join(self.directory, self.snapshot.format(epoch=epoch + 1))
-                targets.append((path, self._formats["snapshot"]))
-            job = {
-                "data": {
-                    "batches": {
-                        k: np.asarray(batches[k], dtype=np.float64)
-                        for k in ("step", "loss")
-                        if k in batches
-                    },
-                    "epochs": {k: np.asarray(v, dtype=np.float64) for k, v in epochs.items()},
-                },
-                "targets": targets,
-                "smoothing": self.smoothing,
-                "yscale": self.yscale,
-                "modes": {**_directions(self._model), **self.modes},
-                "figsize": self.figsize,
-                "png": self.display and _ipython_shell() is not None,
-            }
+            job = Job.of(
+                self._options,
+                epoch,
+                snapshot,
+                self.history.batches,
+                self.history.epochs,
+                _directions(_keras_internals.callback_model(self)),
+                png=self._options.display and _ipython_shell() is not None,
+            )
         except Exception as error:  # noqa: BLE001 - plotting must never stop training
-            self._error = self._error or error
+            self._note_error(error)
             return
-        with self._lock:
-            self._jobs.append(job)
-            if self._worker is None:
-                self._worker = threading.Thread(
-                    target=self._work, name="keras_extras.TrainingPlotter", daemon=True
-                )
-                self._worker.start()
-
-    def _work(self) -> None:
-        # This thread mostly waits on the child's pipe, without the GIL.
-        while True:
-            with self._lock:
-                if not self._jobs:
-                    self._worker = None
-                    return
-                job = self._jobs.popleft()
-            try:
-                png = self._process.run(job)
-                if png is not None:
-                    self._show(png)
-            except Exception as error:  # noqa: BLE001 - reported on the training thread
-                self._error = self._error or error
+        self._process.submit(job)
 
     def _show(self, png: bytes) -> None:
         from IPython.display import Image, display
@@ -800,6 +491,9 @@ class TrainingPlotter(keras.callbacks.Callback):
             self._display_handle = display(Image(data=png), display_id=True)
         else:
             self._display_handle.update(Image(data=png))
+
+    def _note_error(self, error: BaseException) -> None:
+        self._error = self._error or error
 
     def _report_error(self) -> None:
         if self._error is not None and not self._warned:
@@ -851,10 +545,9 @@ class TrainingPlotter(keras.callbacks.Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         self.wait()
-        state = self.__dict__.copy()
-        for name in ("_lock", "_jobs", "_worker", "_process", "_display_handle", "_error"):
+        state = _keras_internals.picklable_state(self)
+        for name in ("_process", "_display_handle", "_error"):
             del state[name]
-        state["_model"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -423,9 +423,10 @@ class CustomModel(keras.Model):
     def _require_targets(self, y: Any) -> None:
         if y is not None:
             return
-        compiled = ["metrics"] if _keras_internals.compiled_loss_object(self) is None else [f"loss={self.loss!r}"]
+        has_loss = _keras_internals.compiled_loss_object(self) is not None
+        compiled = f"loss={self.loss!r}" if has_loss else "metrics"
         raise ValueError(
-            f"Model {self.name!r} was compiled with {compiled[0]}, which compares "
+            f"Model {self.name!r} was compiled with {compiled}, which compares "
             "predictions with targets, but this batch has no targets (y is None). "
             "Pass `y` to fit()/evaluate(), give a dataset of (x, y) pairs, or "
             "override `compute_loss` (and `compute_metrics`) to take the targets "
