@@ -456,8 +456,11 @@ def assert_resumed(run: dict, reference: dict, label: str = "distributed run") -
     resumed = common.expected_resumed_iterations()
     assert resumed < common.WARMUP_STEPS, "the rate must still be rising after the reload"
     assert reference["resumed"]["dropout_iterations"] == resumed
-    assert run["loaded_iterations"] == common.expected_dropout_iterations(), label
-    assert run["resumed"]["dropout_iterations"] == resumed, label
+    trained = common.expected_dropout_iterations()
+    loaded = run["loaded_iterations"]
+    assert loaded == trained, f"{label}: the file carried the counter {loaded}, not {trained}"
+    counted = run["resumed"]["dropout_iterations"]
+    assert counted == resumed, f"{label}: the counter read {counted} after resuming, not {resumed}"
     problems = common.compare(run["resumed"], reference["resumed"])
     assert not problems, f"{label} after the reload:\n" + "\n".join(problems)
 
