@@ -3,14 +3,22 @@
 Each engine's example trains this run twice, once on one device and once
 distributed, and checks that the numbers agree. The pieces here are what must be
 equal on both sides: the data and its order, the global batch, the initial
-weights, plain SGD, and a `ScheduledDropout` at rate 0 (its random masks cannot
-match across a different number of devices; its batch counter still has to).
+weights, plain SGD, and a `ScheduledDropout` whose batch counter must count
+global batches. Its rate is 0 under tf.distribute, where each replica draws its
+own masks, and `DROPOUT_RATE` on JAX, which draws the global batch's mask
+whatever the sharding. The model has two heads: a value with dense targets and
+a class with sparse integer labels, each with a `keras_extras.RMSE`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import keras
@@ -29,19 +37,33 @@ TRAIN_SAMPLES = 64
 VAL_SAMPLES = 22
 FEATURES = 4
 RTOL = 1e-5
+# The dropout rate where the engine draws the global batch's mask (JAX).
+DROPOUT_RATE = 0.3
+# Training runs 8 batches, then 4 more after a reload from a `.keras` file: the
+# rate is still rising then, so a lost counter would change the numbers.
+WARMUP_STEPS = 16
+RESUMED_EPOCHS = 1
+# In the second half of each global batch, the value that splits class 1 from 2.
+CLASS_EDGE = 3.0
+# `TrainingPlotter`'s files: one per epoch, and the one rewritten at each epoch.
+PLOT_FILES = [f"epoch_{epoch}.png" for epoch in range(1, EPOCHS + 1)] + ["training.png"]
 
 
-def make_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def make_data() -> tuple[np.ndarray, dict, np.ndarray, dict]:
     """Train and validation data, float32, in a fixed order.
 
     A distributed step hands each replica a contiguous slice of the global
     batch. The targets of the second half of every batch are shifted by +3, so
     each replica's part of the loss differs from the others': a result that
     dropped or double-counted one replica would be far off (see
-    `replica_sensitivity`).
+    `replica_sensitivity`). The labels differ between the halves too: class 0
+    in the first half, classes 1 and 2 (by the value) in the second, so a
+    classifier that has learnt the classes' frequencies errs differently on
+    the two halves and the sparse RMSE moves as well.
 
     Returns:
-        `(x, y, x_val, y_val)`.
+        `(x, y, x_val, y_val)`, each target `{"value": ..., "label": ...}`
+        (float32 values of shape `(n, 1)`, int32 labels of shape `(n,)`).
     """
     rng = np.random.default_rng(6)
     w = rng.normal(size=(FEATURES, 1))
@@ -52,9 +74,14 @@ def make_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         y[second_halves(n)] += 3.0
         return x.astype("float32"), y.astype("float32")
 
+    def targets(y: np.ndarray) -> dict[str, np.ndarray]:
+        label = np.where(y[:, 0] < CLASS_EDGE, 1, 2)
+        label[~second_halves(len(y))] = 0
+        return {"value": y, "label": label.astype("int32")}
+
     x, y = split(TRAIN_SAMPLES)
     x_val, y_val = split(VAL_SAMPLES)
-    return x, y, x_val, y_val
+    return x, targets(y), x_val, targets(y_val)
 
 
 def second_halves(n: int, batch: int = GLOBAL_BATCH) -> np.ndarray:
@@ -64,28 +91,37 @@ def second_halves(n: int, batch: int = GLOBAL_BATCH) -> np.ndarray:
     return position >= (size + 1) // 2
 
 
-def build_model(seed: int = 0) -> keras.Model:
-    """A tiny regression model, compiled with SGD, MSE and `keras_extras.RMSE`.
+def build_model(seed: int = 0, rate: float = 0.0) -> keras.Model:
+    """A two-headed `CustomModel`: a value with MSE and dense RMSE, a class with sparse RMSE.
 
     Call it inside the distribution scope (`strategy.scope()`, or with the
     Keras distribution set) so that its variables are created there.
 
     Args:
-        seed: Seed of the initial weights.
+        seed: Seed of the initial weights and of the dropout masks.
+        rate: `ScheduledDropout`'s final rate, reached after `WARMUP_STEPS`.
 
     Returns:
-        The compiled model.
+        The model, compiled with plain SGD.
     """
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(shape=(FEATURES,))
     hidden = keras.layers.Dense(8, activation="tanh")(inputs)
-    hidden = keras_extras.ScheduledDropout(0.0, seed=seed, name="dropout")(hidden)
-    outputs = keras.layers.Dense(1)(hidden)
+    hidden = keras_extras.ScheduledDropout(
+        rate,
+        schedule=keras_extras.LinearWarmupSchedule(warmup_steps=WARMUP_STEPS),
+        seed=seed,
+        name="dropout",
+    )(hidden)
+    outputs = {
+        "value": keras.layers.Dense(1, name="value")(hidden),
+        "label": keras.layers.Dense(3, activation="softmax", name="label")(hidden),
+    }
     model = keras_extras.CustomModel(inputs, outputs)
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=0.05),
-        loss="mean_squared_error",
-        metrics=[keras_extras.RMSE()],
+        loss={"value": "mean_squared_error", "label": "sparse_categorical_crossentropy"},
+        metrics={"value": [keras_extras.RMSE()], "label": [keras_extras.RMSE()]},
     )
     return model
 
@@ -101,7 +137,8 @@ def train(
 
     Args:
         model: A model from `build_model`.
-        plot_folder: Where `TrainingPlotter` draws; None draws nothing.
+        plot_folder: Where `TrainingPlotter` draws (`PLOT_FILES`); None draws
+            nothing. In a multi-process run, one process draws.
         extra_callbacks: More callbacks for `fit`.
         data: `(x, y, x_val, y_val)`; `make_data()` when None. A process of a
             multi-process run passes its share of every global batch.
@@ -111,13 +148,18 @@ def train(
     Returns:
         Plain numbers, JSON-able: `history` (epoch-level logs), `batches`
         (`LossHistory`'s per-batch losses), `evaluate`, the final `weights`
-        and the dropout layer's batch counter `dropout_iterations`.
+        and the dropout layer's batch counter `dropout_iterations`; with
+        `plot_folder`, `plotted_epochs`: the epoch table of the plotter's
+        history, which is what it draws.
     """
     x, y, x_val, y_val = make_data() if data is None else data
     recorder = keras_extras.LossHistory()
     callbacks = [recorder, *extra_callbacks]
     if plot_folder is not None:
-        callbacks.append(keras_extras.TrainingPlotter(plot_folder, history=recorder))
+        plotter = keras_extras.TrainingPlotter(
+            plot_folder, snapshot="epoch_{epoch}.png", history=recorder
+        )
+        callbacks.append(plotter)
     history = model.fit(
         x,
         y,
@@ -133,15 +175,91 @@ def train(
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         "evaluate": {k: float(v) for k, v in evaluation.items()},
         "weights": [w.tolist() for w in model.get_weights()],
-        "dropout_iterations": int(
-            keras.ops.convert_to_numpy(model.get_layer("dropout").iterations.value)
-        ),
+        "dropout_iterations": dropout_iterations(model),
     }
+    if plot_folder is not None:
+        results["plotted_epochs"] = {k: [float(v) for v in vs] for k, vs in recorder.epochs.items()}
     # Only the loss: under tf.distribute Keras logs each step's metrics as
     # the mean of the replicas' own results, which for a root of a mean
     # (RMSE) is not the global value; the epoch-end values are exact.
     results["batches"] = {"loss": [float(v) for v in recorder.batches["loss"]]}
     return results
+
+
+def dropout_iterations(model: keras.Model) -> int:
+    """The batches `ScheduledDropout` has counted, as this process reads them."""
+    return int(keras.ops.convert_to_numpy(model.get_layer("dropout").iterations.value))
+
+
+def resume(
+    model: keras.Model,
+    data: tuple | None = None,
+    batch_size: int = GLOBAL_BATCH,
+    scope: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+) -> dict:
+    """Trains `RESUMED_EPOCHS` more epochs, as `train` does; returns their numbers.
+
+    Args:
+        model: A trained model, or one loaded from its `.keras` file.
+        data: As for `train`.
+        batch_size: As for `train`.
+        scope: Makes the distribution's scope for `fit` (`strategy.scope`,
+            `distribution.scope`). The numbers are read outside it: under
+            `MultiWorkerMirroredStrategy`, a variable read in the scope is not
+            an array.
+
+    Returns:
+        `history`, `weights` and `dropout_iterations`, as `train` returns them.
+    """
+    x, y, _, _ = make_data() if data is None else data
+    with scope():
+        history = model.fit(
+            x, y, batch_size=batch_size, epochs=RESUMED_EPOCHS, shuffle=False, verbose=0
+        )
+    return {
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "weights": [w.tolist() for w in model.get_weights()],
+        "dropout_iterations": dropout_iterations(model),
+    }
+
+
+def save_atomically(model: keras.Model, path: str) -> None:
+    """`model.save(path)`, so that a reader never sees half a file."""
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(path) or None) as folder:
+        tmp = os.path.join(folder, "model.keras")
+        model.save(tmp)
+        with open(tmp, "rb") as f:
+            atomic_write(path, f.read())
+
+
+def resume_from_file(
+    path: str,
+    scope: Callable[[], AbstractContextManager],
+    data: tuple | None = None,
+    batch_size: int = GLOBAL_BATCH,
+) -> dict[str, Any]:
+    """Loads the model saved at `path` inside the distribution's scope and trains on.
+
+    Args:
+        path: The `.keras` file.
+        scope: Makes the scope where the loaded variables belong
+            (`strategy.scope`, `distribution.scope`: the method, not called).
+        data: As for `train`.
+        batch_size: As for `train`.
+
+    Returns:
+        `loaded_iterations` (the dropout counter the file carried) and
+        `resumed` (what `resume` returns).
+    """
+    with scope():
+        model = keras.saving.load_model(path)
+    loaded = dropout_iterations(model)
+    return {"loaded_iterations": loaded, "resumed": resume(model, data, batch_size, scope)}
+
+
+def expected_resumed_iterations() -> int:
+    """What the dropout counter must read after `resume`."""
+    return expected_dropout_iterations() + RESUMED_EPOCHS * math.ceil(TRAIN_SAMPLES / GLOBAL_BATCH)
 
 
 def expected_dropout_iterations() -> int:
@@ -226,6 +344,14 @@ def replica_sensitivity(
 def write_json(path: str, payload: Any) -> None:
     """Writes `payload` to `path` atomically (a temp file beside it, then a rename)."""
     atomic_write(path, json.dumps(payload))
+
+
+def report_run(results: dict[str, Any], reference: dict[str, Any], label: str) -> int:
+    """Reports `compare` of a run and of its epoch resumed from a `.keras` file; the exit status."""
+    resumed = compare(results["resumed"], reference["resumed"])
+    return report(compare(results, reference), label) | report(
+        resumed, f"{label}, resumed from .keras"
+    )
 
 
 def report(problems: list[str], label: str) -> int:

@@ -16,6 +16,10 @@ train one more epoch, and that epoch must equal the one-device run that went
 on without stopping: the file resumes the dropout schedule (its counter and
 random state) as well as the weights.
 
+Process 0 also draws the training curves with `keras_extras.TrainingPlotter`
+(a callback of that process alone: drawing needs no collective), from the same
+global numbers every process logs.
+
 The recipe, on each process of a real cluster (one process per host):
 
 1. `jax.distributed.initialize(coordinator_address, num_processes, process_id)`
@@ -34,50 +38,22 @@ every process group, and gives up after a hard timeout.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from launcher import WorkerFailed, Workers, free_ports  # noqa: E402, F401 (re-exported)
+from launcher import (  # noqa: E402, F401 (WorkerFailed re-exported)
+    WorkerFailed,
+    Workers,
+    free_ports,
+    run_all,
+)
 
 NUM_PROCESSES = 2
-DROPOUT_RATE = 0.3
-# Training runs 8 batches, then 4 more after the reload: the rate is still
-# rising when the file is loaded, so a lost counter would change the numbers.
-WARMUP_STEPS = 16
-RESUMED_EPOCHS = 1
-# In the second half of each global batch, the value that splits class 1 from 2.
-CLASS_EDGE = 3.0
-
-
-def make_data() -> tuple[Any, dict, Any, dict]:
-    """`common.make_data()`, with each target as a regression value and a class label.
-
-    The labels, like the values, differ between the halves of every global
-    batch: class 0 in the first half, classes 1 and 2 (by the value) in the
-    second. A classifier that has learnt the classes' frequencies then errs
-    differently on the two halves, so a process's share lost or counted
-    twice moves the sparse RMSE too.
-
-    Returns:
-        `(x, y, x_val, y_val)`, the targets as `{"value": ..., "label": ...}`.
-    """
-    import common
-    import numpy as np
-
-    def targets(y: np.ndarray) -> dict:
-        label = np.where(y[:, 0] < CLASS_EDGE, 1, 2)
-        label[~common.second_halves(len(y))] = 0
-        return {"value": y, "label": label.astype("int32")}
-
-    x, y, x_val, y_val = common.make_data()
-    return x, targets(y), x_val, targets(y_val)
 
 
 def process_share(data: tuple, index: int) -> tuple:
@@ -94,67 +70,6 @@ def process_share(data: tuple, index: int) -> tuple:
         return a[common.second_halves(len(a)) == bool(index)]
 
     return keras.tree.map_structure(share, data)
-
-
-def build_model(seed: int = 0) -> Any:
-    """A two-headed CustomModel: a value with MSE and dense RMSE, a class with sparse RMSE.
-
-    Call it where the variables belong (inside the distribution's scope).
-    """
-    import keras
-
-    import keras_extras
-
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(shape=(4,))
-    hidden = keras.layers.Dense(8, activation="tanh")(inputs)
-    hidden = keras_extras.ScheduledDropout(
-        DROPOUT_RATE,
-        schedule=keras_extras.LinearWarmupSchedule(warmup_steps=WARMUP_STEPS),
-        seed=seed,
-        name="dropout",
-    )(hidden)
-    outputs = {
-        "value": keras.layers.Dense(1, name="value")(hidden),
-        "label": keras.layers.Dense(3, activation="softmax", name="label")(hidden),
-    }
-    model = keras_extras.CustomModel(inputs, outputs)
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=0.05),
-        loss={"value": "mean_squared_error", "label": "sparse_categorical_crossentropy"},
-        metrics={"value": [keras_extras.RMSE()], "label": [keras_extras.RMSE()]},
-    )
-    return model
-
-
-def dropout_iterations(model: Any) -> int:
-    """The batches `ScheduledDropout` has counted, as this process reads them."""
-    import keras
-
-    return int(keras.ops.convert_to_numpy(model.get_layer("dropout").iterations.value))
-
-
-def resume(model: Any, x: Any, y: Any, batch_size: int) -> dict:
-    """Trains `RESUMED_EPOCHS` more epochs; returns their logs, weights and counter."""
-    history = model.fit(
-        x, y, batch_size=batch_size, epochs=RESUMED_EPOCHS, shuffle=False, verbose=0
-    )
-    return {
-        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
-        "weights": [w.tolist() for w in model.get_weights()],
-        "dropout_iterations": dropout_iterations(model),
-    }
-
-
-def save_atomically(model: Any, path: str) -> None:
-    """`model.save(path)`, so that a reader never sees half a file."""
-    from keras_extras._files import atomic_write
-
-    with tempfile.TemporaryDirectory(dir=os.path.dirname(path) or None) as folder:
-        tmp = os.path.join(folder, "model.keras")
-        model.save(tmp)
-        with open(tmp, "rb") as f:
-            atomic_write(path, f.read())
 
 
 def run_worker(index: int, port: int, folder: str, crash_after_batch: int | None) -> None:
@@ -180,37 +95,33 @@ def run_worker(index: int, port: int, folder: str, crash_after_batch: int | None
 
     distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices("cpu"))
     distribution.auto_shard_dataset = False
-    x, y, x_val, y_val = share = process_share(make_data(), index)
+    share = process_share(common.make_data(), index)
     progress = keras.callbacks.LambdaCallback(on_train_batch_end=on_train_batch_end)
     path = os.path.join(folder, "model.keras")
+    process_batch = common.GLOBAL_BATCH // NUM_PROCESSES
     with distribution.scope():
-        model = build_model()
+        model = common.build_model(rate=common.DROPOUT_RATE)
         results = common.train(
             model,
+            # Process 0 draws the training curves; drawing needs no collective.
+            plot_folder=os.path.join(folder, "plots") if index == 0 else None,
             extra_callbacks=[progress],
             data=share,
-            batch_size=common.GLOBAL_BATCH // NUM_PROCESSES,
+            batch_size=process_batch,
         )
         # A fault on purpose: process 1 feeds process 0's share, so its own is
         # dropped and process 0's counted twice.
-        _, _, x_bad, y_bad = process_share(make_data(), 0)
+        _, _, x_bad, y_bad = process_share(common.make_data(), 0)
         results["fault_evaluate"] = model.evaluate(
-            x_bad,
-            y_bad,
-            batch_size=common.GLOBAL_BATCH // NUM_PROCESSES,
-            verbose=0,
-            return_dict=True,
+            x_bad, y_bad, batch_size=process_batch, verbose=0, return_dict=True
         )
     # Outside the scope: saving creates throwaway variables, and creating a
     # variable under a multi-process distribution is a collective, which
     # process 0 alone would wait in forever.
     if index == 0:
-        save_atomically(model, path)
+        common.save_atomically(model, path)
     multihost_utils.sync_global_devices("model saved")
-    with distribution.scope():
-        resumed = keras.saving.load_model(path)
-        results["loaded_iterations"] = dropout_iterations(resumed)
-        results["resumed"] = resume(resumed, x, y, common.GLOBAL_BATCH // NUM_PROCESSES)
+    results.update(common.resume_from_file(path, distribution.scope, share, process_batch))
     layout = distribution.get_data_layout((common.GLOBAL_BATCH, 4))
     results.update(
         processes=jax.process_count(),
@@ -225,13 +136,13 @@ def run_reference(folder: str) -> None:
     """The same training on one device, going on without a reload; writes `reference.json`."""
     import common
 
-    x, y, x_val, y_val = data = make_data()
-    model = build_model()
-    results = common.train(model, data=data)
-    results["sensitivity"] = common.replica_sensitivity(model, x_val, y_val)
+    _, _, x_val, y_val = common.make_data()
+    model = common.build_model(rate=common.DROPOUT_RATE)
+    results = common.train(model)
+    results["sensitivity"] = common.replica_sensitivity(model)
     predictions = model.predict(x_val, batch_size=common.GLOBAL_BATCH, verbose=0)
     results["val_predictions"] = {k: v.tolist() for k, v in predictions.items()}
-    results["resumed"] = resume(model, x, y, common.GLOBAL_BATCH)
+    results["resumed"] = common.resume(model)
     common.write_json(os.path.join(folder, "reference.json"), results)
 
 
@@ -247,6 +158,8 @@ def launch(folder: str, worker_args: tuple[str, ...] = (), reference: bool = Tru
         The started `Workers`: worker 0, worker 1, then `reference` if asked.
     """
     (port,) = free_ports(1)
+    # No GLOO_SOCKET_IFNAME here, unlike torch: jax (0.10.2) does not read it; its gloo
+    # binds to the address the host name resolves to.
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
     # One CPU device per process, whatever the caller asked XLA for.
     env.pop("XLA_FLAGS", None)
@@ -288,29 +201,16 @@ def main() -> int:
 
     import common
 
-    with tempfile.TemporaryDirectory() as folder:
-        extra = (
-            ()
-            if args.crash_after_batch is None
-            else ("--crash-after-batch", str(args.crash_after_batch))
-        )
-        with launch(folder, extra) as workers:
-            workers.wait(args.timeout)
-        results = {}
-        for name in workers.names:
-            with open(os.path.join(folder, f"{name}.json")) as f:
-                results[name] = json.load(f)
+    crash = args.crash_after_batch
+    extra = () if crash is None else ("--crash-after-batch", str(crash))
+    results = run_all(lambda folder: launch(folder, extra), args.timeout)
     if args.out:
         common.write_json(args.out, results)
-    reference = results["reference"]
     status = 0
-    for name in workers.names[:-1]:
+    for name in [f"worker{index}" for index in range(NUM_PROCESSES)]:
         run = results[name]
         print(f"{name}: {run['processes']} processes, devices {run['devices']}")
-        status |= common.report(common.compare(run, reference), name)
-        status |= common.report(
-            common.compare(run["resumed"], reference["resumed"]), f"{name}, resumed from .keras"
-        )
+        status |= common.report_run(run, results["reference"], name)
     return status
 
 

@@ -11,11 +11,16 @@ group of its own, which is killed whole, children included.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 
 class WorkerFailed(RuntimeError):
@@ -34,6 +39,46 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def loopback_env(**overrides: str) -> dict[str, str]:
+    """This process's environment with `overrides`, for processes joined on loopback.
+
+    torch.distributed's gloo backend binds to the address that the host name
+    resolves to, which on many hosts is not on the loopback interface where
+    the ranks meet, and may pick an interface the ranks cannot reach each
+    other through. `GLOO_SOCKET_IFNAME`, which torch reads, names the
+    interface: it is set to the loopback one unless the caller set it already.
+    (JAX's gloo collectives, in jax 0.10.2, do not read it.)
+    """
+    env = dict(os.environ, **overrides)
+    env.setdefault("GLOO_SOCKET_IFNAME", "lo0" if sys.platform == "darwin" else "lo")
+    return env
+
+
+def read_results(folder: str, names: list[str]) -> dict[str, Any]:
+    """Each process's `<name>.json` in `folder`, by name."""
+    results = {}
+    for name in names:
+        with open(os.path.join(folder, f"{name}.json")) as f:
+            results[name] = json.load(f)
+    return results
+
+
+def run_all(launch: Callable[[str], Workers], timeout: float) -> dict[str, Any]:
+    """Starts processes into a temporary folder, waits for them, and reads their results.
+
+    Args:
+        launch: Starts the processes, given the folder they write `<name>.json` to.
+        timeout: Seconds to wait for every process to exit (see `Workers.wait`).
+
+    Returns:
+        Each process's `<name>.json`, by name.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        with launch(folder) as workers:
+            workers.wait(timeout)
+        return read_results(folder, workers.names)
 
 
 def _describe(returncode: int) -> str:

@@ -7,7 +7,11 @@ GPUs, drop `split_cpu` and `MirroredStrategy()` takes them all.
 It trains the model of `common.py` on one device and then with a
 `MirroredStrategy` over two devices, with the same global batch, initial weights
 and plain SGD, and checks that the epoch-level loss, `keras_extras.RMSE`,
-validation values, `evaluate` and final weights agree to a relative 1e-5.
+validation values, `evaluate` and final weights agree to a relative 1e-5, for
+a value head (dense targets) and a class head (sparse labels). Then it saves
+the distributed model to a `.keras` file, loads it in the strategy's scope and
+trains one more epoch, which must equal the one-device run that went on
+without stopping: `ScheduledDropout`'s counter included.
 
 The recipe: build *and compile* the model inside `strategy.scope()`, and give
 `fit` the global batch size; Keras splits each batch over the replicas and
@@ -44,19 +48,26 @@ def split_cpu(count: int = 2) -> list[str]:
     return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
-def run(plot_folder: str | None = None) -> dict:
-    """Trains on one device, then mirrored over two; returns both runs' numbers."""
+def run(folder: str) -> dict:
+    """Trains on one device, then mirrored over two; returns both runs' numbers.
+
+    `folder` gets the plots (in `plots/`) and the `.keras` file.
+    """
     devices = split_cpu(2)
     single = common.build_model()
     initial = single.get_weights()
     reference = common.train(single)
     sensitivity = common.replica_sensitivity(single)
+    reference["resumed"] = common.resume(single)
 
     strategy = tf.distribute.MirroredStrategy(devices)
     with strategy.scope():
         model = common.build_model()
         model.set_weights(initial)
-    mirrored = common.train(model, plot_folder)
+    mirrored = common.train(model, os.path.join(folder, "plots"))
+    path = os.path.join(folder, "model.keras")
+    common.save_atomically(model, path)
+    mirrored.update(common.resume_from_file(path, strategy.scope))
     return {
         "replicas": strategy.num_replicas_in_sync,
         "reference": reference,
@@ -79,13 +90,15 @@ class OneReplicaRMSE(keras_extras.RMSE):
 
 
 def first_replica_rmse(strategy: tf.distribute.Strategy, model: keras.Model) -> float:
-    """The validation RMSE of the trained `model` with `OneReplicaRMSE`."""
+    """The value head's validation RMSE of the trained `model` with `OneReplicaRMSE`."""
     _, _, x_val, y_val = common.make_data()
     with strategy.scope():
         metric = OneReplicaRMSE()
-        probe = keras.Model(model.inputs, model.outputs)
+        probe = keras.Model(model.inputs, model.get_layer("value").output)
         probe.compile(loss="mean_squared_error", metrics=[metric])
-    logs = probe.evaluate(x_val, y_val, batch_size=common.GLOBAL_BATCH, verbose=0, return_dict=True)
+    logs = probe.evaluate(
+        x_val, y_val["value"], batch_size=common.GLOBAL_BATCH, verbose=0, return_dict=True
+    )
     return float(logs["rmse"])
 
 
@@ -93,18 +106,19 @@ def main() -> int:
     """Runs the comparison; `--out PATH` also writes the numbers as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="write both runs' numbers to this JSON file")
+    parser.add_argument("--folder", help="keep the plots and the model here (default: temporary)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        runs = run(plot_folder=folder)
-        plots = sorted(os.listdir(folder))
+    with tempfile.TemporaryDirectory() as temporary:
+        runs = run(args.folder or temporary)
+        plots = sorted(os.listdir(os.path.join(args.folder or temporary, "plots")))
     print(f"MirroredStrategy over {runs['replicas']} replicas; plots: {plots}")
     print(
-        f"evaluate rmse {runs['mirrored']['evaluate']['rmse']:.6f}; with the second "
-        f"replica's part dropped it would read {runs['first_replica_rmse']:.6f}"
+        f"evaluate value_rmse {runs['mirrored']['evaluate']['value_rmse']:.6f}; with the "
+        f"second replica's part dropped it would read {runs['first_replica_rmse']:.6f}"
     )
     if args.out:
-        common.write_json(args.out, {**runs, "plots": plots})
-    return common.report(common.compare(runs["mirrored"], runs["reference"]), "mirrored")
+        common.write_json(args.out, runs)
+    return common.report_run(runs["mirrored"], runs["reference"], "mirrored")
 
 
 if __name__ == "__main__":

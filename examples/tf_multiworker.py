@@ -4,8 +4,12 @@ Run it with `python examples/tf_multiworker.py`. It starts two worker processes
 on 127.0.0.1, each with its own `TF_CONFIG` (free loopback ports picked at run
 time), plus one process that trains the same model on one device, and checks
 that both workers end with the one-device numbers: epoch-level loss,
-`keras_extras.RMSE`, validation values, `evaluate` and final weights, to a
-relative 1e-5.
+`keras_extras.RMSE` of dense targets and of sparse labels, validation values,
+`evaluate` and final weights, to a relative 1e-5. Worker 0 draws the training
+curves with `keras_extras.TrainingPlotter` and saves the model to a `.keras`
+file; both workers load it and train one more epoch, which must equal the
+one-device run that went on without stopping (`ScheduledDropout`'s counter
+included).
 
 On a real cluster, start the same worker code once per machine, with
 `TF_CONFIG` listing every worker's `host:port` and each process's own index.
@@ -24,12 +28,17 @@ import argparse
 import json
 import os
 import sys
-import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from launcher import WorkerFailed, Workers, free_ports  # noqa: E402, F401 (re-exported)
+from launcher import (  # noqa: E402, F401 (WorkerFailed re-exported)
+    WorkerFailed,
+    Workers,
+    free_ports,
+    run_all,
+)
 
 NUM_WORKERS = 2
 
@@ -98,7 +107,12 @@ def reduce_structures(strategy: object) -> None:
 
 
 def run_worker(out: str, crash_after_epoch: int | None) -> None:
-    """One worker's part: the strategy first, then the model in its scope."""
+    """One worker's part: the strategy first, then the model in its scope.
+
+    Worker 0 also draws the training curves, into `plots/` beside `out`, and
+    saves the trained model to `model.keras` there; then every worker loads
+    that file in the strategy's scope and trains on (`common.resume_from_file`).
+    """
     import tensorflow as tf
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -114,11 +128,26 @@ def run_worker(out: str, crash_after_epoch: int | None) -> None:
         if crash_after_epoch is not None and index == 1 and epoch + 1 == crash_after_epoch:
             os._exit(3)
 
+    folder = os.path.dirname(os.path.abspath(out))
     with strategy.scope():
         model = common.build_model()
     progress = keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
-    results = common.train(model, extra_callbacks=[progress])
+    # Callbacks are each worker's own: worker 0 alone draws, with no collective.
+    plots = os.path.join(folder, "plots") if index == 0 else None
+    results = common.train(model, plot_folder=plots, extra_callbacks=[progress])
     results["replicas"] = strategy.num_replicas_in_sync
+    path = os.path.join(folder, "model.keras")
+    if index == 0:
+        common.save_atomically(model, path)
+    # The file appears whole (an atomic rename); on a cluster it must be on
+    # storage that every worker sees.
+    deadline = time.monotonic() + 120
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker 0 did not save {path} within 120 s")
+        time.sleep(0.1)
+    # Every worker loads the file in the scope and trains on: the steps are collectives.
+    results.update(common.resume_from_file(path, strategy.scope))
     common.write_json(out, results)
 
 
@@ -127,7 +156,10 @@ def run_reference(out: str) -> None:
     sys.path.insert(0, HERE)
     import common
 
-    common.write_json(out, common.train(common.build_model()))
+    model = common.build_model()
+    results = common.train(model)
+    results["resumed"] = common.resume(model)
+    common.write_json(out, results)
 
 
 def main() -> int:
@@ -154,22 +186,13 @@ def main() -> int:
     sys.path.insert(0, HERE)
     import common
 
-    with tempfile.TemporaryDirectory() as folder:
-        extra = (
-            ()
-            if args.crash_after_epoch is None
-            else ("--crash-after-epoch", str(args.crash_after_epoch))
-        )
-        with launch(folder, extra) as workers:
-            workers.wait(args.timeout)
-        results = {}
-        for name in ("worker0", "worker1", "reference"):
-            with open(os.path.join(folder, f"{name}.json")) as f:
-                results[name] = json.load(f)
+    crash = args.crash_after_epoch
+    extra = () if crash is None else ("--crash-after-epoch", str(crash))
+    results = run_all(lambda folder: launch(folder, extra), args.timeout)
     status = 0
-    for name in ("worker0", "worker1"):
+    for name in [f"worker{index}" for index in range(NUM_WORKERS)]:
         print(f"{name}: {results[name]['replicas']} replicas in sync")
-        status |= common.report(common.compare(results[name], results["reference"]), name)
+        status |= common.report_run(results[name], results["reference"], name)
     return status
 
 

@@ -11,6 +11,10 @@ free loopback port. Each rank loads the model, compiles it with a
 in one process, to float32 rounding, for an even split and for an uneven one
 (5 and 59 samples, neither a multiple of the batch).
 
+The same holds for a classifier scored against sparse integer labels
+(`RMSE` compares them with the predicted probabilities as one-hot vectors),
+on the uneven split.
+
 Averaging the ranks' own results instead, or losing one rank's state, would be
 far off; the launcher prints both.
 
@@ -40,7 +44,13 @@ sys.path.insert(0, HERE)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from launcher import WorkerFailed, Workers, free_ports  # noqa: E402, F401 (re-exported)
+from launcher import (  # noqa: E402, F401 (WorkerFailed re-exported)
+    WorkerFailed,
+    Workers,
+    free_ports,
+    loopback_env,
+    read_results,
+)
 from sharded_evaluation import make_model_and_data, merge  # noqa: E402
 
 import keras_extras  # noqa: E402
@@ -51,6 +61,7 @@ BATCH = 16
 SPLITS = {"even": 32, "uneven": 5}
 GLOBAL_BATCH = 16
 TRAIN_EPOCHS = 2
+CLASSES = 3
 
 
 def shard_bounds(samples: int, first: int) -> list[tuple[int, int]]:
@@ -58,7 +69,20 @@ def shard_bounds(samples: int, first: int) -> list[tuple[int, int]]:
     return [(0, first), (first, samples)]
 
 
-def evaluate(path: str, x: np.ndarray, y: np.ndarray) -> tuple[float, keras_extras.RMSE]:
+def make_classifier(folder: str, x: np.ndarray) -> tuple[str, np.ndarray]:
+    """A saved softmax classifier of `x` and sparse integer labels for it; `(path, labels)`."""
+    rng = np.random.default_rng(8)
+    labels = np.argmax(x[:, :CLASSES] + rng.normal(size=(len(x), CLASSES)), axis=1)
+    keras.utils.set_random_seed(8)
+    model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(CLASSES, "softmax")])
+    path = os.path.join(folder, "classifier.keras")
+    model.save(path)
+    return path, labels.astype("int32")
+
+
+def evaluate(
+    path: str, x: np.ndarray, y: np.ndarray, loss: str = "mean_squared_error"
+) -> tuple[float, keras_extras.RMSE]:
     """`model.evaluate` of the saved model with a fresh `keras_extras.RMSE`.
 
     Returns:
@@ -66,7 +90,7 @@ def evaluate(path: str, x: np.ndarray, y: np.ndarray) -> tuple[float, keras_extr
     """
     model = keras.saving.load_model(path)
     rmse = keras_extras.RMSE()
-    model.compile(loss="mean_squared_error", metrics=[rmse])
+    model.compile(loss=loss, metrics=[rmse])
     logs = model.evaluate(x, y, batch_size=BATCH, verbose=0, return_dict=True)
     return float(logs["rmse"]), rmse
 
@@ -129,14 +153,19 @@ def run_rank(rank: int, port: int, folder: str) -> None:
     try:
         with open(os.path.join(folder, "data.npz"), "rb") as f:
             data = np.load(f)
-            x, y = data["x"], data["y"]
+            x, y, labels = data["x"], data["y"], data["labels"]
+        # The regression model on both splits; the classifier with sparse labels.
+        cases = {split: ("model.keras", y, "mean_squared_error") for split in SPLITS}
+        cases["sparse"] = ("classifier.keras", labels, "sparse_categorical_crossentropy")
         results = {}
-        for split, first in SPLITS.items():
+        for case, (name, targets, loss) in cases.items():
+            first = SPLITS.get(case, SPLITS["uneven"])
             start, stop = shard_bounds(len(x), first)[rank]
-            own, rmse = evaluate(os.path.join(folder, "model.keras"), x[start:stop], y[start:stop])
+            path = os.path.join(folder, name)
+            own, rmse = evaluate(path, x[start:stop], targets[start:stop], loss)
             states = [None] * WORLD_SIZE
             dist.all_gather_object(states, rmse.get_state())
-            results[split] = {
+            results[case] = {
                 "rows": stop - start,
                 "own": own,
                 "states": states,
@@ -154,31 +183,38 @@ def run(timeout: float = 240) -> dict:
 
     Returns:
         `one_process` (one `evaluate` of all the data), `numpy` (float64
-        reference), and per rank and split what the rank reported.
+        reference), the same two for the classifier under `sparse`, and per
+        rank and case (each split, and `sparse`) what the rank reported.
     """
     with tempfile.TemporaryDirectory() as folder:
         path, x, y = make_model_and_data(folder)
+        classifier, labels = make_classifier(folder, x)
         with open(os.path.join(folder, "data.npz"), "wb") as f:
-            np.savez(f, x=x, y=y)
+            np.savez(f, x=x, y=y, labels=labels)
         (port,) = free_ports(1)
         names = [f"rank{rank}" for rank in range(WORLD_SIZE)]
         commands = [
             [sys.executable, __file__, "--rank", str(r), "--port", str(port), "--folder", folder]
             for r in range(WORLD_SIZE)
         ]
-        with Workers(commands, [dict(os.environ)] * WORLD_SIZE, folder, names) as ranks:
+        with Workers(commands, [loopback_env()] * WORLD_SIZE, folder, names) as ranks:
             ranks.wait(timeout)
-        results = {}
-        for name in names:
-            with open(os.path.join(folder, f"{name}.json")) as f:
-                results[name] = json.load(f)
+        results = read_results(folder, names)
         one_process, _ = evaluate(path, x, y)
+        sparse, _ = evaluate(classifier, x, labels, "sparse_categorical_crossentropy")
         one_process_training = train_loop(x, y)
         predictions = keras.saving.load_model(path).predict(x, batch_size=BATCH, verbose=0)
+        probabilities = keras.saving.load_model(classifier).predict(x, batch_size=BATCH, verbose=0)
     error = predictions.astype("float64") - y.astype("float64")
+    # Sparse labels: the error against the one-hot label, per sample over the classes.
+    sparse_error = probabilities.astype("float64") - np.eye(CLASSES)[labels]
     return {
         "one_process": one_process,
         "numpy": float(np.sqrt(np.mean(error**2))),
+        "sparse": {
+            "one_process": sparse,
+            "numpy": float(np.sqrt(np.mean(np.mean(sparse_error**2, axis=-1)))),
+        },
         "samples": len(x),
         "splits": SPLITS,
         "one_process_training": one_process_training,
@@ -223,6 +259,14 @@ def main() -> int:
         )
     )
     status |= not same
+    sparse = values["sparse"]["one_process"]
+    merged = values["rank0"]["sparse"]["merged"]
+    ok = abs(merged - sparse) <= 1e-6 * sparse
+    status |= not ok
+    print(
+        f"sparse labels, uneven split: merged {merged:.7f}, one process {sparse:.7f} "
+        f"({'equal' if ok else 'MISMATCH'})"
+    )
     print(
         f"DDP training over {WORLD_SIZE} ranks: epoch RMSE {ddp['epoch_rmse']}, one process "
         f"{single['epoch_rmse']}; weights {'equal' if same else 'MISMATCH'}"

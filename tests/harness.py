@@ -406,3 +406,82 @@ def assert_same_training(
     assert len(weights) == len(reference_weights)
     for i, (w, r) in enumerate(zip(weights, reference_weights, strict=True)):
         np.testing.assert_allclose(w, r, rtol=tol, atol=tol, err_msg=f"weight {i}")
+
+
+# Scale-out runs (tests/test_distribution.py, tests/test_multiprocess.py): an example's
+# distributed run against its one-device or one-process reference.
+
+# A fault that drops or doubles one replica's or process's share must move the values
+# by this many times the comparison's tolerance.
+MARGIN = 100
+
+
+def read_json(path: os.PathLike | str) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def launch_example(name: str, folder: os.PathLike, timeout: float = 300) -> tuple[ModuleType, dict]:
+    """Runs the processes of `examples/<name>.py`'s `launch` into `folder`, and waits.
+
+    Returns:
+        The example module, and each process's `<name>.json` by name.
+    """
+    example = load_example(name)
+    with example.launch(str(folder)) as processes:
+        processes.wait(timeout=timeout)
+    return example, load_example("launcher").read_results(str(folder), processes.names)
+
+
+def assert_same_as_one_device(run: dict, reference: dict, label: str = "distributed run") -> None:
+    """Every logged value, `evaluate`, the weights and the dropout counter, to `common.RTOL`."""
+    problems = load_example("common").compare(run, reference)
+    assert not problems, f"{label} differs from one device:\n" + "\n".join(problems)
+
+
+def assert_sensitive(sensitivity: dict) -> None:
+    """A share dropped or doubled moves each value by more than `MARGIN` tolerances."""
+    rtol = load_example("common").RTOL
+    for key, change in sensitivity.items():
+        assert change > MARGIN * rtol, f"a share dropped or doubled moves {key} by {change:.2e}"
+
+
+def assert_resumed(run: dict, reference: dict, label: str = "distributed run") -> None:
+    """ScheduledDropout resumed from a `.keras` file: its counter, then the same training.
+
+    `run["resumed"]`, the epoch trained after loading the file, must equal
+    `reference["resumed"]`, the one-device run that went on without stopping.
+    """
+    common = load_example("common")
+    resumed = common.expected_resumed_iterations()
+    assert resumed < common.WARMUP_STEPS, "the rate must still be rising after the reload"
+    assert reference["resumed"]["dropout_iterations"] == resumed
+    trained = common.expected_dropout_iterations()
+    loaded = run["loaded_iterations"]
+    assert loaded == trained, f"{label}: the file carried the counter {loaded}, not {trained}"
+    counted = run["resumed"]["dropout_iterations"]
+    assert counted == resumed, f"{label}: the counter read {counted} after resuming, not {resumed}"
+    problems = common.compare(run["resumed"], reference["resumed"])
+    assert not problems, f"{label} after the reload:\n" + "\n".join(problems)
+
+
+def assert_plotted(folder: os.PathLike | str, run: dict, reference: dict) -> None:
+    """TrainingPlotter's files in `folder`: whole images, one per epoch, of the one-device numbers.
+
+    The plotter draws its history's table; that table must hold each epoch of
+    the one-device run's History, so the curves are the one-device curves.
+    """
+    from matplotlib import image
+
+    common = load_example("common")
+    assert sorted(os.listdir(folder)) == common.PLOT_FILES  # no temporary file left
+    for name in common.PLOT_FILES:
+        pixels = image.imread(os.path.join(folder, name))  # fails on a truncated PNG
+        assert pixels.ndim == 3 and min(pixels.shape[:2]) >= 300, (name, pixels.shape)
+        assert float(np.ptp(pixels)) > 0, f"{name} is blank"
+    epochs = run["plotted_epochs"]
+    steps = common.expected_dropout_iterations() // common.EPOCHS
+    assert epochs["epoch"] == list(range(common.EPOCHS))
+    assert epochs["step"] == [steps * (e + 1) for e in range(common.EPOCHS)]
+    for key, want in reference["history"].items():
+        np.testing.assert_allclose(epochs[key], want, rtol=common.RTOL, err_msg=key)
