@@ -132,19 +132,40 @@ def _weighted_sums(values: Any, sample_weight: Any, dtype: Any) -> tuple[Any, An
     return ops.sum(_mean_over(values * weight, 1)), ops.sum(_mean_over(weight, 1))
 
 
-def _concrete(x: Any) -> np.ndarray | None:
-    """The value of `x` in an eager call; None while a graph is being traced."""
-    return None if _steps.is_symbolic(x) else ops.convert_to_numpy(x)
-
-
-def _check_labels(labels: np.ndarray, classes: int) -> None:
+def _label_error(labels: Any, classes: int) -> ValueError:
+    """The error for invalid sparse labels, naming the first one."""
+    labels = ops.convert_to_numpy(labels)
     bad = ~((labels >= 0) & (labels < classes) & (labels == np.floor(labels)))
-    if bad.any():
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"Sparse labels must be whole numbers in [0, {classes}) for y_pred with "
-            f"{classes} classes, but y_true{list(index)} is {labels[index].item()!r}."
-        )
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    return ValueError(
+        f"Sparse labels must be whole numbers in [0, {classes}) for y_pred with "
+        f"{classes} classes, but y_true{list(index)} is {labels[index].item()!r}."
+    )
+
+
+def _squared_errors(targets: Any, labels: Any, y_pred: Any, weight_rank: int) -> tuple[Any, Any]:
+    """`(squared errors, validity of the labels)`, the labels one-hot encoded.
+
+    For dense targets the validity is None. For sparse labels an invalid one
+    (outside [0, C), fractional or NaN) turns its sample's error NaN, so a
+    compiled step, which cannot raise, never drops it silently. Unless the
+    weight has the errors' full rank, the errors are averaged over the class
+    axis first: `_weighted_sums` would average them down to the weight's rank
+    anyway, and the NaN then costs one value per label instead of per class.
+    """
+    if labels is None:
+        return ops.square(y_pred - targets), None
+    classes = int(y_pred.shape[-1])
+    labels = ops.cast(labels, y_pred.dtype)
+    valid = (labels >= 0) & (labels < classes) & (labels == ops.floor(labels))
+    safe = ops.cast(ops.where(valid, labels, 0), "int32")
+    squared = ops.square(y_pred - ops.one_hot(safe, classes, dtype=y_pred.dtype))
+    # Not `full_like`: on torch it calls `.item()`, which fails on the "meta"
+    # device where Keras first builds the compiled metrics.
+    nan = ops.where(valid, 0, np.nan)
+    if weight_rank > len(labels.shape):
+        return squared + ops.expand_dims(ops.cast(nan, y_pred.dtype), axis=-1), valid
+    return _mean_over(squared, len(labels.shape)) + ops.cast(nan, y_pred.dtype), valid
 
 
 def _two_sum(a: Any, b: Any) -> tuple[Any, Any]:
@@ -162,7 +183,15 @@ def _fast_two_sum(a: Any, b: Any) -> tuple[Any, Any]:
 
 def _finite_error(s: Any, error: Any) -> Any:
     # inf - inf would turn an overflowing sum into NaN; inf is the honest answer.
-    return ops.where(ops.isfinite(s), error, ops.zeros_like(error))
+    return ops.where(ops.isfinite(s), error, 0)
+
+
+def _compensated_add(high: Any, low: Any, add_high: Any, add_low: Any = None) -> tuple[Any, Any]:
+    """The pair `(high, low)` plus the pair `(add_high, add_low)`, as a new exact pair."""
+    high, error = _two_sum(high, add_high)
+    low = low + (error if add_low is None else add_low + error)
+    # Both sums only grow, so the new high part dominates the low one.
+    return _fast_two_sum(high, low)
 
 
 class _ExactMean(keras.metrics.Metric):
@@ -183,15 +212,10 @@ class _ExactMean(keras.metrics.Metric):
         self.sums = self.add_variable(name="sums", **pair)
         self.sums_low = self.add_variable(name="sums_low", **pair)
 
-    def _add_sums(self, total: Any, count: Any) -> None:
-        """Adds a batch's weighted total and total weight."""
-        self._add_pair(ops.stack([total, count]))
-
     def _add_pair(self, high: Any, low: Any = None) -> None:
-        high, error = _two_sum(self.sums.value, high)
-        low = self.sums_low.value + (error if low is None else low + error)
-        # Both sums only grow, so the new high part dominates the low one.
-        high, low = _fast_two_sum(high, low)
+        self._assign_pair(*_compensated_add(self.sums.value, self.sums_low.value, high, low))
+
+    def _assign_pair(self, high: Any, low: Any) -> None:
         self.sums.assign(high)
         self.sums_low.assign(low)
 
@@ -256,6 +280,23 @@ class _ExactMean(keras.metrics.Metric):
         pairs = np.asarray([state["total"], state["count"]], dtype=self.dtype)
         self.sums.assign(pairs[:, 0])
         self.sums_low.assign(pairs[:, 1])
+
+
+def _rmse_update(
+    high: Any, low: Any, y_true: Any, y_pred: Any, sample_weight: Any
+) -> tuple[Any, Any, Any]:
+    """One batch's update of the state pair, a pure function of tensors.
+
+    Returns:
+        `(high, low, any_invalid)`: the new pair, and for sparse labels whether
+        a label was invalid (None for dense targets).
+    """
+    targets, labels = _align_targets(y_true, y_pred)
+    weight_rank = -1 if sample_weight is None else len(sample_weight.shape)
+    squared, valid = _squared_errors(targets, labels, y_pred, weight_rank)
+    total, count = _weighted_sums(squared, sample_weight, y_pred.dtype)
+    high, low = _compensated_add(high, low, ops.stack([total, count]))
+    return high, low, None if valid is None else ops.any(ops.logical_not(valid))
 
 
 @export
@@ -349,6 +390,8 @@ class RootMeanSquaredError(_ExactMean):
     def __init__(self, name: str = "rmse", dtype: Any = None) -> None:
         super().__init__(name=name, dtype=dtype)
         _keras_internals.set_direction(self, "down")
+        # Input signatures seen in eager calls: the second call compiles its update.
+        self._signatures: set[tuple] = set()
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         """Accumulates the squared errors of one batch.
@@ -369,26 +412,38 @@ class RootMeanSquaredError(_ExactMean):
         y_pred = ops.convert_to_tensor(y_pred, dtype=self.dtype)
         # As the built-in does; without a dtype, torch would round float64 to float32.
         y_true = ops.convert_to_tensor(y_true, dtype=self.dtype)
-        targets, labels = _align_targets(y_true, y_pred)
-        if labels is None:
-            squared = ops.square(y_pred - targets)
+        if sample_weight is not None:
+            sample_weight = ops.convert_to_tensor(sample_weight, dtype=self.dtype)
+        state = (self.sums.value, self.sums_low.value)
+        if _steps.is_symbolic(y_pred):
+            # Inside a compiled step: its compiler sees these operations with the rest.
+            high, low, _ = _rmse_update(*state, y_true, y_pred, sample_weight)
+            self._assign_pair(high, low)
+            return
+        # Eagerly, one compiled call per input signature instead of some twenty
+        # dispatched operations; a signature seen once (a last partial batch, a
+        # one-off shape) runs operation by operation rather than paying a compilation.
+        signature = tuple(
+            (tuple(t.shape), str(t.dtype)) for t in (y_true, y_pred, sample_weight) if t is not None
+        )
+        if signature in self._signatures:
+            high, low, any_invalid = _steps.eager_rmse_update(_rmse_update)(
+                *state, y_true, y_pred, sample_weight
+            )
         else:
-            classes = int(y_pred.shape[-1])
-            eager_labels = _concrete(labels)
-            if eager_labels is not None:
-                _check_labels(eager_labels, classes)
-            labels = ops.cast(labels, self.dtype)
-            valid = (labels >= 0) & (labels < classes) & (labels == ops.floor(labels))
-            safe = ops.cast(ops.where(valid, labels, ops.zeros_like(labels)), "int32")
-            squared = ops.square(y_pred - ops.one_hot(safe, classes, dtype=self.dtype))
+            self._signatures.add(signature)
+            high, low, any_invalid = _rmse_update(*state, y_true, y_pred, sample_weight)
+        # One scalar read back, not the labels; they are copied only to name a bad one.
+        if any_invalid is not None and bool(ops.convert_to_numpy(any_invalid)):
+            _, labels = _align_targets(y_true, y_pred)
+            raise _label_error(labels, int(y_pred.shape[-1]))
+        self._assign_pair(high, low)
 
-            # An invalid label's sample turns NaN rather than being dropped. Not
-            # `full_like`: on torch it calls `.item()`, which fails on the "meta"
-            # device where Keras first builds the compiled metrics.
-            nan = ops.zeros_like(squared) + np.nan
-            squared = ops.where(ops.expand_dims(valid, axis=-1), squared, nan)
-
-        self._add_sums(*_weighted_sums(squared, sample_weight, self.dtype))
+    def reset_state(self) -> None:
+        """Zeroes the state; the metric then computes bit for bit as a new one."""
+        super().reset_state()
+        # Compiled and operation-by-operation updates may round differently.
+        self._signatures.clear()
 
     def result(self) -> Any:
         """The root mean squared error so far; 0.0 when nothing was counted.

@@ -1,16 +1,18 @@
 """The one dispatch point to backend-specific code: CustomModel's steps and more.
 
 Each backend has one small module here (`tensorflow`, `jax`, `torch`) with the
-same four functions, `train_step`, `test_step`, `replicas_in_sync` and
-`is_symbolic`, and nothing else. It is imported on first use, so importing keras_extras never
-imports a backend. The helpers below hold what the three steps share, so that
-the loss is recorded alike on every backend.
+same five functions, `train_step`, `test_step`, `replicas_in_sync`,
+`is_symbolic` and `eager_rmse_update`, and nothing else. It is imported on
+first use, so importing keras_extras never imports a backend. The helpers below
+hold what the three steps share, so that the loss is recorded alike on every
+backend.
 """
 
 from __future__ import annotations
 
 import importlib
 import types
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -41,6 +43,15 @@ def backend_steps() -> types.ModuleType:
 def is_symbolic(x: Any) -> bool:
     """Whether `x` is being traced into a compiled graph, so has no value to read."""
     return backend_steps().is_symbolic(x)
+
+
+def eager_rmse_update(generic: Callable) -> Callable:
+    """RMSE's update for eager calls: `generic`, its pure update function, compiled.
+
+    `jax.jit` on JAX and `tf.function` on TensorFlow, each tracing once per
+    input signature; on torch, the same arithmetic in torch's own operations.
+    """
+    return backend_steps().eager_rmse_update(generic)
 
 
 def replicas_in_sync() -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -41,3 +43,9 @@ def test_step(model: Any, data: Any) -> dict:
 def is_symbolic(x: Any) -> bool:
     """Whether `x` is being traced (tf.function) rather than computed eagerly."""
     return not tf.executing_eagerly()
+
+
+@functools.cache
+def eager_rmse_update(generic: Callable) -> Callable:
+    """RMSE's eager update, `generic` compiled once per input signature."""
+    return tf.function(generic, autograph=False)
