@@ -9,6 +9,7 @@ A component missing from `keras_extras` gives a record with status
 from __future__ import annotations
 
 import inspect
+import os
 import resource
 import tempfile
 import time
@@ -466,17 +467,36 @@ def _training_plotter(directory: str) -> Any:
 
 
 def _child_cpu_s() -> float:
-    """CPU seconds of this process's ended and waited-for children, so far."""
+    """CPU seconds of this process's children so far.
+
+    The ended and waited-for ones, and, where /proc lists them, the live ones
+    (TrainingPlotter's drawing process outlives a fit).
+    """
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    seconds = usage.ru_utime + usage.ru_stime
+    if not os.path.isdir("/proc/self"):
+        return seconds
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # After the parenthesised name: state, parent id, ..., utime, stime.
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == os.getpid():
+            seconds += (int(fields[11]) + int(fields[12])) / ticks
+    return seconds
 
 
 def _timing_train_hooks(callback: Any, fixed: list[float], child_cpu: list[float]) -> Any:
     """Makes `callback` record, per fit, its time in train begin plus train end, and
-    the CPU time of the child processes it ended during the fit.
+    the CPU time its child processes used during the fit.
 
-    For TrainingPlotter these are its fixed costs (starting the drawing process,
-    waiting for the last file) and the work of its drawing process, which the
+    For TrainingPlotter these are its fixed costs (starting the drawing process in
+    its first fit, waiting for the last file) and the work of its drawing process, which the
     training shares the CPU with.
     """
     begin, end = callback.on_train_begin, callback.on_train_end

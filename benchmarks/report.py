@@ -168,9 +168,11 @@ def document(runs: list[dict[str, Any]]) -> list[Block]:
                     "text",
                     "Time inside the callback's `on_train_begin` plus `on_train_end` in "
                     "each `fit` with it (for TrainingPlotter: starting the drawing process, "
-                    "and waiting for the last file), and the CPU time of the child "
-                    "processes it ended, median [min, max] over every such fit; then the "
-                    "median fit's time with the callback minus that without.",
+                    "in its first fit only, and waiting for the last file), and the CPU "
+                    "time its child processes used during the fit, median [min, max] over "
+                    "every such fit, the warm-up fit included (the max is usually that "
+                    "first fit); then the median fit's time with the callback minus that "
+                    "without.",
                 )
             )
             blocks.append(("list", fixed))

@@ -932,6 +932,51 @@ def test_a_reused_plotter_warns_once_in_every_fit(trained, tmp_path, monkeypatch
     assert plotter.history.epochs["epoch"] == [0, 1, 2] * 3
 
 
+def drawing_children():
+    """Process ids of this process's live drawing children, read from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # The fields after the parenthesised name: state, then the parent's id.
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == os.getpid() and b"keras_extras._drawing" in command:
+            found.append(int(entry))
+    return sorted(found)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process table in /proc")
+def test_the_drawing_process_serves_every_fit_and_ends_with_the_plotter(trained, tmp_path):
+    """One child for all fits of a plotter, ended by `close()` or garbage collection.
+
+    Catches a plotter that starts a child per fit (the documented fixed cost
+    paid again: the second fit would show another process id) and one that
+    leaves its child running after `close()` or after the plotter is gone.
+    """
+    model, x, y, _ = trained
+    before = drawing_children()
+    plotter = keras_extras.TrainingPlotter(tmp_path / "a")
+    model.fit(x, y, batch_size=256, epochs=1, verbose=0, callbacks=[plotter])
+    first = [pid for pid in drawing_children() if pid not in before]
+    assert len(first) == 1
+    model.fit(x, y, batch_size=256, epochs=1, verbose=0, callbacks=[plotter])
+    assert [pid for pid in drawing_children() if pid not in before] == first
+    plotter.close()
+    assert [pid for pid in drawing_children() if pid not in before] == []
+    model.fit(x, y, batch_size=256, epochs=1, verbose=0, callbacks=[plotter])
+    assert_valid_png(tmp_path / "a" / "training.png")
+    assert len([pid for pid in drawing_children() if pid not in before]) == 1
+    del plotter
+    gc.collect()
+    assert [pid for pid in drawing_children() if pid not in before] == []
+
+
 def test_a_child_that_cannot_start_is_reported_with_its_message(trained, tmp_path, monkeypatch):
     model, x, y, _ = trained
     broken = "import sys; sys.stderr.write('no matplotlib here'); sys.exit(3)"

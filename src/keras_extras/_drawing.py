@@ -28,6 +28,7 @@ import threading
 import traceback
 import uuid
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -263,12 +264,31 @@ def main() -> None:
         replies.flush()
 
 
+def _end_child(process: subprocess.Popen, stderr: Any) -> None:
+    """Ends a child that is idle or finishing its job, and releases its pipes."""
+    if process.stdin is not None:
+        # Closing its stdin ends the child once its current job is written.
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        with contextlib.suppress(OSError):
+            process.stdout.close()
+    stderr.close()
+
+
 class DrawingProcess:
     """The parent side: a child process fed, one job at a time, by a worker thread.
 
     Jobs are queued, never skipped. `wait` returns once every job queued so far is
     written. Errors never propagate: each is passed to `on_error`, and each PNG a
-    job asked for to `on_png`, both called in the worker thread.
+    job asked for to `on_png`, both called in the worker thread. The child lives
+    from `start` until `close`, or until this object is garbage-collected or
+    Python exits, whichever comes first.
 
     Args:
         on_png: Called with the PNG bytes of each job with `png=True`.
@@ -284,6 +304,7 @@ class DrawingProcess:
         self._worker: threading.Thread | None = None
         self._process: subprocess.Popen | None = None
         self._stderr: Any = None
+        self._finalizer: weakref.finalize | None = None
 
     def start(self) -> subprocess.Popen:
         """Starts the child, unless it runs; an OSError if it cannot be started."""
@@ -303,6 +324,8 @@ class DrawingProcess:
             stderr=self._stderr,
             env=env,
         )
+        # Ends the child with this object, or at exit; never refers to `self`.
+        self._finalizer = weakref.finalize(self, _end_child, self._process, self._stderr)
         return self._process
 
     def submit(self, job: Job) -> None:
@@ -327,16 +350,10 @@ class DrawingProcess:
     def close(self) -> None:
         """Waits for the queued jobs, then ends the child."""
         self.wait()
-        if self._process is not None:
-            # Closing its stdin ends the child once its current job is written.
-            if self._process.stdin is not None:
-                with contextlib.suppress(OSError):
-                    self._process.stdin.close()
-            try:
-                self._process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-        self._discard()
+        finalizer, self._finalizer = self._finalizer, None
+        self._process = self._stderr = None
+        if finalizer is not None:
+            finalizer()
 
     def _work(self) -> None:
         # This thread mostly waits on the child's pipe, without the GIL.
@@ -377,6 +394,9 @@ class DrawingProcess:
         return reply["png"]
 
     def _discard(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
         process, self._process = self._process, None
         if process is not None:
             if process.poll() is None:

@@ -304,9 +304,12 @@ class TrainingPlotter(keras.callbacks.Callback):
       hard crash may leave a hidden `.<name>.*.tmp` file beside it).
     * **Off the training process.** Drawing a figure holds Python's GIL for
       0.1 s or more, which would stall training steps if done in a thread. The
-      plotter therefore draws in a child process, started at `on_train_begin`
-      with a lower CPU priority and ended at `on_train_end`; the training
-      thread only copies the history's columns at the end of an epoch. The
+      plotter therefore draws in a child process with a lower CPU priority,
+      started at its first `on_train_begin`; the training thread only copies
+      the history's columns at the end of an epoch. The child stays up between
+      the fits of the same plotter, so that only the first fit pays for its
+      start (about a second of CPU, to import matplotlib), and ends when the
+      plotter is garbage-collected or Python exits (or at `close()`). The
       child uses matplotlib's object-oriented API on an Agg canvas and never
       pyplot: the user's matplotlib backend and pyplot state are untouched,
       and it works headless, from any thread and in notebooks. Drawings are
@@ -458,7 +461,8 @@ class TrainingPlotter(keras.callbacks.Callback):
         """Draws the last epoch if it was not drawn, and waits for every file."""
         if self._last_epoch is not None and self._drawn_epoch != self._last_epoch:
             self._queue_drawing(self._last_epoch, snapshot=False)
-        self._process.close()
+        # The child stays up for the next fit: waiting for the files is enough.
+        self._process.wait()
         self.history.core.complete_epoch()
         _keras_internals.forget_model(self)
         self._report_error()
@@ -466,6 +470,14 @@ class TrainingPlotter(keras.callbacks.Callback):
     def wait(self) -> None:
         """Blocks until every drawing queued so far is written."""
         self._process.wait()
+
+    def close(self) -> None:
+        """Waits for every queued drawing, then ends the drawing process.
+
+        Optional: the process also ends when the plotter is garbage-collected
+        or Python exits. A later `fit` starts a new one.
+        """
+        self._process.close()
 
     def _queue_drawing(self, epoch: int, snapshot: bool) -> None:
         self._drawn_epoch = epoch
