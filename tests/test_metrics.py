@@ -410,6 +410,35 @@ def test_invalid_label_in_compiled_step_gives_nan():
         assert np.isnan(float(step(metric.stateless_reset_state(), bad))), label
 
 
+@pytest.mark.parametrize("dtype", ["int32", "int64", "uint8"])
+def test_invalid_integer_label_in_compiled_step_gives_nan(dtype):
+    # Integer labels take a shorter route than float ones (no whole-number check).
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.compiler.reset()  # as above
+    metric = keras_extras.RMSE()
+    probs = np.full((2, 3), 1 / 3, "float32")
+
+    @jit
+    def step(state, y):
+        return metric.stateless_result(metric.stateless_update_state(state, y, probs))
+
+    good = step(metric.stateless_reset_state(), np.array([0, 2], dtype))
+    assert float(good) == pytest.approx(reference_rmse([0, 2], probs), rel=RTOL)
+    for label in (3, 255) if dtype == "uint8" else (3, -1):
+        bad = np.array([0, label], dtype)
+        assert np.isnan(float(step(metric.stateless_reset_state(), bad))), label
+
+
+def test_a_large_integer_label_never_wraps_into_a_valid_one():
+    # 2**32 + 1 is 1 in int32: JAX without 64-bit mode would narrow int64 to that.
+    metric = keras_extras.RMSE()
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        metric.update_state(np.array([2**32 + 1, 1], "int64"), np.eye(2, dtype="float32"))
+    assert float(metric.result()) == 0.0
+
+
 def test_sample_weight_of_wrong_shape_names_it():
     metric = keras_extras.RMSE()
     with pytest.raises(ValueError, match=r"\(4, 5\).*\(4, 3\)"):

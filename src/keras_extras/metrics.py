@@ -15,6 +15,10 @@ from keras_extras._export import export
 
 _Shape = tuple
 
+# Integer labels that int32 or int64 hold exactly. Wider unsigned ones take the
+# float route, so that no large label can wrap around into [0, C).
+_SIGNED_OR_NARROW_INTS = ("int8", "int16", "int32", "int64", "uint8", "uint16")
+
 
 def _same_shape(a: _Shape, b: _Shape) -> bool:
     """Whether two static shapes agree, an unknown (None) dim matching anything."""
@@ -98,6 +102,8 @@ def _mean_over(x: Any, first_axis: int) -> Any:
         return x
     # Not `ops.mean`: Keras's torch mean rounds float64 through float32.
     size = math.prod(ops.shape(x)[a] for a in axes)
+    if isinstance(size, int):  # a known size: a constant, not a cast in the graph
+        return ops.sum(x, axis=axes) / float(size)
     return ops.sum(x, axis=axes) / ops.cast(size, x.dtype)
 
 
@@ -132,6 +138,24 @@ def _weighted_sums(values: Any, sample_weight: Any, dtype: Any) -> tuple[Any, An
     return ops.sum(_mean_over(values * weight, 1)), ops.sum(_mean_over(weight, 1))
 
 
+def _convert_targets(y_true: Any, dtype: Any) -> Any:
+    """`y_true` as a tensor: integers kept as they are, anything else in `dtype`.
+
+    Integer class labels then need no cast and no whole-number check. Where the
+    backend would narrow them (int64 on JAX without 64-bit mode), they are
+    converted to `dtype` instead, so that no large label wraps around into a
+    valid one.
+    """
+    source = getattr(y_true, "dtype", None)
+    source = keras.backend.standardize_dtype(np.asarray(y_true).dtype if source is None else source)
+    if "int" in source:
+        labels = ops.convert_to_tensor(y_true)
+        if keras.backend.standardize_dtype(labels.dtype) == source:
+            return labels
+    # As the built-in does; without a dtype, torch would round float64 to float32.
+    return ops.convert_to_tensor(y_true, dtype=dtype)
+
+
 def _label_error(labels: Any, classes: int) -> ValueError:
     """The error for invalid sparse labels, naming the first one."""
     labels = ops.convert_to_numpy(labels)
@@ -156,42 +180,54 @@ def _squared_errors(targets: Any, labels: Any, y_pred: Any, weight_rank: int) ->
     if labels is None:
         return ops.square(y_pred - targets), None
     classes = int(y_pred.shape[-1])
-    labels = ops.cast(labels, y_pred.dtype)
-    valid = (labels >= 0) & (labels < classes) & (labels == ops.floor(labels))
-    safe = ops.cast(ops.where(valid, labels, 0), "int32")
+    dtype = keras.backend.standardize_dtype(labels.dtype)
+    if dtype in _SIGNED_OR_NARROW_INTS:
+        # Integer labels are whole numbers already: two comparisons, no casts.
+        # Narrow types are widened first, so that `classes` fits in them.
+        if dtype not in ("int32", "int64"):
+            labels = ops.cast(labels, "int32")
+        valid = (labels >= 0) & (labels < classes)
+        safe = ops.where(valid, labels, 0)
+    else:
+        labels = ops.cast(labels, y_pred.dtype)
+        valid = (labels >= 0) & (labels < classes) & (labels == ops.floor(labels))
+        safe = ops.cast(ops.where(valid, labels, 0), "int32")
     squared = ops.square(y_pred - ops.one_hot(safe, classes, dtype=y_pred.dtype))
-    # Not `full_like`: on torch it calls `.item()`, which fails on the "meta"
-    # device where Keras first builds the compiled metrics.
-    nan = ops.where(valid, 0, np.nan)
+    # A scalar NaN, not `full_like`: on torch that calls `.item()`, which fails
+    # on the "meta" device where Keras first builds the compiled metrics.
     if weight_rank > len(labels.shape):
-        return squared + ops.expand_dims(ops.cast(nan, y_pred.dtype), axis=-1), valid
-    return _mean_over(squared, len(labels.shape)) + ops.cast(nan, y_pred.dtype), valid
+        return ops.where(ops.expand_dims(valid, axis=-1), squared, np.nan), valid
+    return ops.where(valid, _mean_over(squared, len(labels.shape)), np.nan), valid
+
+
+def _is_integer(x: Any) -> bool:
+    """Whether a tensor holds integers."""
+    return "int" in keras.backend.standardize_dtype(x.dtype)
 
 
 def _two_sum(a: Any, b: Any) -> tuple[Any, Any]:
     """`a + b` as the float sum and its exact rounding error (Knuth's TwoSum)."""
     s = a + b
     b_virtual = s - a
-    return s, _finite_error(s, (a - (s - b_virtual)) + (b - b_virtual))
+    return s, (a - (s - b_virtual)) + (b - b_virtual)
 
 
 def _fast_two_sum(a: Any, b: Any) -> tuple[Any, Any]:
     """TwoSum for `|a| >= |b|` (Dekker), three operations instead of six."""
     s = a + b
-    return s, _finite_error(s, b - (s - a))
-
-
-def _finite_error(s: Any, error: Any) -> Any:
-    # inf - inf would turn an overflowing sum into NaN; inf is the honest answer.
-    return ops.where(ops.isfinite(s), error, 0)
+    return s, b - (s - a)
 
 
 def _compensated_add(high: Any, low: Any, add_high: Any, add_low: Any = None) -> tuple[Any, Any]:
     """The pair `(high, low)` plus the pair `(add_high, add_low)`, as a new exact pair."""
-    high, error = _two_sum(high, add_high)
+    total, error = _two_sum(high, add_high)
     low = low + (error if add_low is None else add_low + error)
     # Both sums only grow, so the new high part dominates the low one.
-    return _fast_two_sum(high, low)
+    high, low = _fast_two_sum(total, low)
+    # An overflowing (or NaN) sum would make its error inf - inf = NaN, and with it
+    # the high part: the sum itself, with no low part, is the honest answer.
+    finite = ops.isfinite(total)
+    return ops.where(finite, high, total), ops.where(finite, low, 0)
 
 
 class _ExactMean(keras.metrics.Metric):
@@ -292,6 +328,8 @@ def _rmse_update(
         a label was invalid (None for dense targets).
     """
     targets, labels = _align_targets(y_true, y_pred)
+    if targets is not None and _is_integer(targets):
+        targets = ops.cast(targets, y_pred.dtype)
     weight_rank = -1 if sample_weight is None else len(sample_weight.shape)
     squared, valid = _squared_errors(targets, labels, y_pred, weight_rank)
     total, count = _weighted_sums(squared, sample_weight, y_pred.dtype)
@@ -410,8 +448,7 @@ class RootMeanSquaredError(_ExactMean):
                 eager call.
         """
         y_pred = ops.convert_to_tensor(y_pred, dtype=self.dtype)
-        # As the built-in does; without a dtype, torch would round float64 to float32.
-        y_true = ops.convert_to_tensor(y_true, dtype=self.dtype)
+        y_true = _convert_targets(y_true, self.dtype)
         if sample_weight is not None:
             sample_weight = ops.convert_to_tensor(sample_weight, dtype=self.dtype)
         state = (self.sums.value, self.sums_low.value)
