@@ -67,6 +67,14 @@ def _uninstall(monkeypatch, *modules: str) -> None:
         monkeypatch.setitem(sys.modules, module, None)  # find_spec then answers None
 
 
+def test_the_command_line_offers_the_backends_custommodel_has_steps_for():
+    # Two tuples, one list: the command line must not import Keras (its --help
+    # imports no backend), and everything under keras_extras does.
+    from keras_extras._steps import SUPPORTED_BACKENDS
+
+    assert keras_extras_cli.BACKENDS == SUPPORTED_BACKENDS
+
+
 def test_backend_flag_then_environment_then_config_file(keras_home, monkeypatch):
     # Only jax and torch: the oldest-Keras leg has no TensorFlow.
     _configure(keras_home, "torch")

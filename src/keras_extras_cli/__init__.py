@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
+# keras_extras._steps.SUPPORTED_BACKENDS, which imports Keras; a test keeps the two equal.
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
