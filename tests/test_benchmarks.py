@@ -443,6 +443,7 @@ def test_quick_run_writes_valid_results(tmp_path):
         "callback/LossHistory",
         "callback/TrainingPlotter",
         "callback/TrainingPlotter/long",
+        "callback/TrainingPlotter/short_epochs",
         "layer/ScheduledDropout",
     }
     assert set(records) == expected

@@ -18,6 +18,7 @@ import pickle
 import re
 import sys
 import threading
+import time
 import types
 import warnings
 import weakref
@@ -977,6 +978,129 @@ def test_the_drawing_process_serves_every_fit_and_ends_with_the_plotter(trained,
     assert [pid for pid in drawing_children() if pid not in before] == []
 
 
+def held_child(started, go, log, seconds=0.0):
+    """A drawing child that holds each job until `go` exists, then logs its epoch and
+    takes `seconds` longer than the real drawing."""
+    return f"""\
+import os, time
+drawing = importlib.import_module("keras_extras._drawing")
+real_run_job = drawing.run_job
+def run_job(d, job):
+    open({str(started)!r}, "a").close()
+    while not os.path.exists({str(go)!r}):
+        time.sleep(0.01)
+    with open({str(log)!r}, "a") as f:
+        f.write(f"{{job.epoch}} {{time.monotonic()}}\\n")
+    time.sleep({seconds!r})
+    return real_run_job(d, job)
+drawing.run_job = run_job
+drawing.main()
+"""
+
+
+def test_a_drawing_whose_file_a_queued_one_rewrites_is_dropped(tmp_path, monkeypatch):
+    """When drawing falls behind the epochs, only the newest plot file is drawn.
+
+    The child holds epoch 0 while epochs 1 to 6 are queued. Dropped: the
+    drawings whose only output is the plot file and that have a newer drawing
+    behind them (1, 4, 5; 5 is marked for a snapshot, but its options have no
+    pattern). Kept: the snapshot (2), the PNG a notebook is shown (3) and the
+    newest (6). Catches a plotter that draws every epoch however far behind it
+    is (a fit of many short epochs then waits for all of them at its end) and
+    one that drops a snapshot or a notebook update.
+    """
+    started, go, log = tmp_path / "started", tmp_path / "go", tmp_path / "drawn.txt"
+    monkeypatch.setattr(_drawing, "child_command", child_with(held_child(started, go, log)))
+    shown, errors = [], []
+    process = _drawing.DrawingProcess(on_png=shown.append, on_error=errors.append)
+    plain = _drawing.PlotOptions(tmp_path / "out")
+    with_snapshots = _drawing.PlotOptions(tmp_path / "out", snapshot="at_{epoch}.png")
+    with_snapshots.check_folders()
+    batches = {"step": [], "loss": []}
+
+    def submit(epoch, options=plain, snapshot=False, png=False):
+        seen = range(epoch + 1)
+        epochs = {"epoch": list(seen), "loss": [1.0 / (e + 1) for e in seen]}
+        process.submit(_drawing.Job.of(options, epoch, snapshot, batches, epochs, {}, png))
+
+    submit(0)
+    for _ in range(3000):
+        if started.exists():
+            break
+        threading.Event().wait(0.01)
+    assert started.exists(), "the drawing child never started its first job"
+    submit(1)
+    submit(2, with_snapshots, snapshot=True)
+    submit(3, png=True)
+    submit(4)
+    submit(5, snapshot=True)
+    submit(6)
+    go.touch()
+    process.wait()
+    process.close()
+    assert errors == []
+    assert [line.split()[0] for line in log.read_text().splitlines()] == ["0", "2", "3", "6"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["at_3.png", "training.png"]
+    assert len(shown) == 1 and shown[0][:8] == b"\x89PNG\r\n\x1a\n"
+    assert_valid_png(tmp_path / "out" / "training.png")
+
+
+def test_the_child_rests_between_drawings_of_the_plot_file_unless_waited_for(tmp_path, monkeypatch):
+    """After a drawing, a plot-file drawing waits `REST_PER_DRAWING` times as long as that
+    drawing took; `wait` ends the rest at once.
+
+    Each drawing here takes over 1 s, so a rest lasts over 3 s. Catches a child that
+    draws each epoch's plot as soon as it can (epochs 1 to 3 drawn one after another:
+    on cores that training uses, that is training time lost whenever epochs are
+    shorter than a drawing), and a `wait` that sits out the rest (seconds added to
+    every fit at `on_train_end`).
+    """
+    assert _drawing.REST_PER_DRAWING == 3.0
+    started, go, log = tmp_path / "started", tmp_path / "go", tmp_path / "drawn.txt"
+    go.touch()
+    monkeypatch.setattr(
+        _drawing, "child_command", child_with(held_child(started, go, log, seconds=1.0))
+    )
+    errors = []
+    process = _drawing.DrawingProcess(on_png=None, on_error=errors.append)
+    options = _drawing.PlotOptions(tmp_path / "out")
+    options.check_folders()
+
+    def submit(epoch):
+        seen = range(epoch + 1)
+        epochs = {"epoch": list(seen), "loss": [1.0 / (e + 1) for e in seen]}
+        process.submit(_drawing.Job.of(options, epoch, True, {}, epochs, {}, False))
+
+    def drawn():
+        lines = log.read_text().splitlines() if log.exists() else []
+        return {int(epoch): float(at) for epoch, at in (line.split() for line in lines)}
+
+    def wait_for(epoch):
+        for _ in range(3000):
+            if epoch in drawn():
+                return
+            threading.Event().wait(0.01)
+        raise AssertionError(f"epoch {epoch} was never drawn: {drawn()}")
+
+    submit(0)
+    wait_for(0)
+    for epoch in (1, 2, 3):
+        submit(epoch)
+        threading.Event().wait(0.1)
+    wait_for(3)
+    assert list(drawn()) == [0, 3]
+    # Epoch 0's drawing took over 1 s, then the child rested over 3 s.
+    assert drawn()[3] - drawn()[0] >= 4.0
+    submit(4)
+    before = time.monotonic()
+    process.wait()
+    # The drawing itself, not the rest of over 3 s after epoch 3's.
+    assert time.monotonic() - before < 2.9
+    process.close()
+    assert list(drawn()) == [0, 3, 4] and errors == []
+    assert_valid_png(tmp_path / "out" / "training.png")
+
+
 def test_a_child_that_cannot_start_is_reported_with_its_message(trained, tmp_path, monkeypatch):
     model, x, y, _ = trained
     broken = "import sys; sys.stderr.write('no matplotlib here'); sys.exit(3)"
@@ -1113,3 +1237,33 @@ def test_arguments_set_later_are_checked_like_constructor_arguments(tmp_path):
     with pytest.raises(ValueError, match="'plot.xyz'"):
         plotter.filename = "plot.xyz"
     assert plotter.smoothing == 0.5 and plotter.filename == "training.png"
+
+
+@pytest.mark.parametrize("figsize", [None, (4.0, 9.0)])
+def test_labels_and_titles_are_placed_clear_of_the_tick_labels(figsize):
+    """The x labels and titles, placed at fixed offsets, neither overlap the tick
+    labels nor leave the figure, for the default and a tall, narrow figure."""
+    drawing = _plotting.Drawing()
+    data = {
+        "batches": {"step": np.arange(500.0), "loss": np.linspace(3.0, 0.1, 500)},
+        "epochs": {
+            "epoch": np.arange(5.0),
+            "loss": np.linspace(2.0, 0.5, 5),
+            "val_loss": np.linspace(2.2, 0.7, 5),
+            "accuracy": np.linspace(0.2, 0.9, 5),
+        },
+    }
+    drawing.draw(data, yscale="log", figsize=figsize)
+    renderer = drawing.figure.canvas.get_renderer()
+    figure_box = drawing.figure.bbox
+    axes = [ax for ax in drawing.figure.axes if ax.get_visible()]
+    assert len(axes) == 3
+    for ax in axes:
+        ticks = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+        assert ticks
+        label = ax.xaxis.label.get_window_extent(renderer)
+        title = ax.title.get_window_extent(renderer)
+        frame = ax.get_window_extent(renderer)
+        assert label.y1 <= min(t.y0 for t in ticks) - 2, (ax.get_title(), label, ticks)
+        assert label.y0 >= figure_box.y0
+        assert frame.y1 < title.y0 <= frame.y1 + 10 and title.y1 <= figure_box.y1

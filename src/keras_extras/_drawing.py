@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 import uuid
 import warnings
@@ -281,11 +282,30 @@ def _end_child(process: subprocess.Popen, stderr: Any) -> None:
     stderr.close()
 
 
+def only_rewrites_plot_file(job: Job) -> bool:
+    """Whether `job`'s only output is the plot file: no snapshot file, no PNG for a notebook.
+
+    Such a job may wait, or be dropped when a later job rewrites that file.
+    """
+    writes_snapshot = job.snapshot and job.options.snapshot is not None
+    return not writes_snapshot and not job.png
+
+
+# After each drawing, a job that only rewrites the plot file waits this many times
+# as long as that drawing took, unless `wait` is called: when epochs end faster than
+# figures are drawn, the child draws a quarter of the time at most, on cores that
+# training uses, and the plot file is still redrawn several times a second.
+REST_PER_DRAWING = 3.0
+
+
 class DrawingProcess:
     """The parent side: a child process fed, one job at a time, by a worker thread.
 
-    Jobs are queued, never skipped. `wait` returns once every job queued so far is
-    written. Errors never propagate: each is passed to `on_error`, and each PNG a
+    Jobs are queued and run in order. One that `only_rewrites_plot_file` is
+    dropped when a later job is queued behind it, and otherwise waits until the
+    child has rested `REST_PER_DRAWING` times as long as its last drawing took.
+    `wait` ends the rest and returns once every job queued so far is written or
+    dropped. Errors never propagate: each is passed to `on_error`, and each PNG a
     job asked for to `on_png`, both called in the worker thread. The child lives
     from `start` until `close`, or until this object is garbage-collected or
     Python exits, whichever comes first.
@@ -300,8 +320,12 @@ class DrawingProcess:
     ) -> None:
         self._on_png, self._on_error = on_png, on_error
         self._job_lock = threading.Lock()
+        # Notified when a job is queued or a `wait` begins; both end a rest.
+        self._job_added = threading.Condition(self._job_lock)
         self._jobs: deque[Job] = deque()
         self._worker: threading.Thread | None = None
+        self._waiting = 0  # threads in `wait`: no rest while there are any
+        self._rest_until = 0.0  # time.monotonic() before which plot-file jobs wait
         self._process: subprocess.Popen | None = None
         self._stderr: Any = None
         self._finalizer: weakref.finalize | None = None
@@ -332,6 +356,7 @@ class DrawingProcess:
         """Queues `job` and returns at once."""
         with self._job_lock:
             self._jobs.append(job)
+            self._job_added.notify_all()
             if self._worker is None:
                 self._worker = threading.Thread(
                     target=self._work, name="keras_extras.TrainingPlotter", daemon=True
@@ -339,13 +364,20 @@ class DrawingProcess:
                 self._worker.start()
 
     def wait(self) -> None:
-        """Blocks until every job queued so far is written."""
-        while True:
+        """Blocks until every job queued so far is written, without rests."""
+        with self._job_lock:
+            self._waiting += 1
+            self._job_added.notify_all()
+        try:
+            while True:
+                with self._job_lock:
+                    worker = self._worker
+                if worker is None:
+                    return
+                worker.join()
+        finally:
             with self._job_lock:
-                worker = self._worker
-            if worker is None:
-                return
-            worker.join()
+                self._waiting -= 1
 
     def close(self) -> None:
         """Waits for the queued jobs, then ends the child."""
@@ -359,16 +391,36 @@ class DrawingProcess:
         # This thread mostly waits on the child's pipe, without the GIL.
         while True:
             with self._job_lock:
-                if not self._jobs:
+                job = self._next_job()
+                if job is None:
                     self._worker = None
                     return
-                job = self._jobs.popleft()
+            started = time.monotonic()
             try:
                 png = self._run(job)
                 if png is not None:
                     self._on_png(png)
             except Exception as error:  # noqa: BLE001 - reported on the training thread
                 self._on_error(error)
+            ended = time.monotonic()
+            self._rest_until = ended + REST_PER_DRAWING * (ended - started)
+
+    def _next_job(self) -> Job | None:
+        """The job to run next, or None when none is left; called holding the lock."""
+        while self._jobs:
+            job = self._jobs[0]
+            if only_rewrites_plot_file(job):
+                if len(self._jobs) > 1:
+                    # A later job rewrites the same file with more data.
+                    self._jobs.popleft()
+                    continue
+                rest = self._rest_until - time.monotonic()
+                if rest > 0 and not self._waiting:
+                    # Until the rest is over, a job is queued or a `wait` begins.
+                    self._job_added.wait(rest)
+                    continue
+            return self._jobs.popleft()
+        return None
 
     def _run(self, job: Job) -> bytes | None:
         process = self.start()

