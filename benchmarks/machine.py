@@ -130,26 +130,31 @@ def backend_versions(backend: str) -> dict[str, str]:
     return versions
 
 
-def git_commit() -> str | None:
-    """The commit of the checkout the benchmarks ran from.
+def git_commit(root: Path | None = None) -> str | None:
+    """The commit of the checkout the benchmarks ran from (`root`: this repository).
 
-    A copy of the tree without `.git` (as sent to a GPU machine) names it in the
-    environment variable `BENCH_GIT_COMMIT` instead.
+    With `-dirty` appended when the code measured (`src/` or the harness) differs
+    from that commit, so that a result is never credited to code it did not run;
+    results files do not count. A copy of the tree without `.git` (as sent to a GPU
+    machine) names it in the environment variable `BENCH_GIT_COMMIT` instead.
     """
-    fallback = os.environ.get("BENCH_GIT_COMMIT") or None
+    root = root or Path(__file__).resolve().parent.parent
+    commit = _git(["rev-parse", "--short", "HEAD"], root)
+    if not commit:
+        return os.environ.get("BENCH_GIT_COMMIT") or None
+    changed = _git(
+        ["status", "--porcelain", "--", "src", "benchmarks", ":!benchmarks/results"], root
+    )
+    return f"{commit}-dirty" if changed else commit
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    """What `git args` prints in `cwd`, stripped; None if git fails."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=Path(__file__).resolve().parent,
-        )
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=cwd)
     except (OSError, subprocess.SubprocessError):
-        return fallback
-    if out.returncode != 0:
-        return fallback
-    return out.stdout.strip() or fallback
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def describe(device: str) -> dict[str, Any]:

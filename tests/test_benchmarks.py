@@ -185,6 +185,36 @@ def _run(backend, device, records):
     }
 
 
+def test_a_result_names_its_commit_and_whether_the_code_measured_differs_from_it(
+    tmp_path, monkeypatch
+):
+    """Catches results credited to a commit whose code they did not run (a run from a
+    tree with uncommitted changes to src/ or the harness), results files counted as
+    such changes, and a run outside git that forgets `BENCH_GIT_COMMIT`."""
+    monkeypatch.setenv("BENCH_GIT_COMMIT", "f00d123")
+    assert machine.git_commit(tmp_path) == "f00d123"
+    for name in ("src/a.py", "benchmarks/cases.py", "benchmarks/results/cpu-jax.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0")
+    for args in (
+        ["init", "-q"],
+        ["add", "."],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x"],
+    ):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True
+    ).stdout.strip()
+    assert machine.git_commit(tmp_path) == head
+    (tmp_path / "benchmarks/results/cpu-jax.json").write_text("1")
+    assert machine.git_commit(tmp_path) == head
+    for name in ("src/a.py", "benchmarks/cases.py"):
+        (tmp_path / name).write_text("1")
+        assert machine.git_commit(tmp_path) == f"{head}-dirty", name
+        subprocess.run(["git", "checkout", "-q", name], cwd=tmp_path, check=True)
+    assert machine.git_commit(tmp_path) == head
+
+
 def test_report_tables_mark_met_and_missed_targets(tmp_path):
     runs = {
         "cpu-jax": _run(
