@@ -1052,8 +1052,8 @@ def test_the_child_rests_between_drawings_of_the_plot_file_unless_waited_for(tmp
     Each drawing here takes over 1 s, so a rest lasts over 3 s. Catches a child that
     draws each epoch's plot as soon as it can (epochs 1 to 3 drawn one after another:
     on cores that training uses, that is training time lost whenever epochs are
-    shorter than a drawing), and a `wait` that sits out the rest (seconds added to
-    every fit at `on_train_end`).
+    shorter than a drawing), one that makes a snapshot wait out the rest too, and a
+    `wait` that sits out the rest (seconds added to every fit at `on_train_end`).
     """
     assert _drawing.REST_PER_DRAWING == 3.0
     started, go, log = tmp_path / "started", tmp_path / "go", tmp_path / "drawn.txt"
@@ -1064,9 +1064,10 @@ def test_the_child_rests_between_drawings_of_the_plot_file_unless_waited_for(tmp
     errors = []
     process = _drawing.DrawingProcess(on_png=None, on_error=errors.append)
     options = _drawing.PlotOptions(tmp_path / "out")
+    with_snapshots = _drawing.PlotOptions(tmp_path / "out", snapshot="at_{epoch}.png")
     options.check_folders()
 
-    def submit(epoch):
+    def submit(epoch, options=options):
         seen = range(epoch + 1)
         epochs = {"epoch": list(seen), "loss": [1.0 / (e + 1) for e in seen]}
         process.submit(_drawing.Job.of(options, epoch, True, {}, epochs, {}, False))
@@ -1091,13 +1092,19 @@ def test_the_child_rests_between_drawings_of_the_plot_file_unless_waited_for(tmp
     assert list(drawn()) == [0, 3]
     # Epoch 0's drawing took over 1 s, then the child rested over 3 s.
     assert drawn()[3] - drawn()[0] >= 4.0
-    submit(4)
+    # Queued while epoch 3 is drawn, a snapshot starts when that drawing ends (after
+    # about 1 s), not after the rest (over 4 s).
+    submit(4, with_snapshots)
+    wait_for(4)
+    assert drawn()[4] - drawn()[3] < 2.5
+    submit(5)
     before = time.monotonic()
     process.wait()
-    # The drawing itself, not the rest of over 3 s after epoch 3's.
+    # The drawing itself, not the rest of over 3 s after epoch 4's.
     assert time.monotonic() - before < 2.9
     process.close()
-    assert list(drawn()) == [0, 3, 4] and errors == []
+    assert list(drawn()) == [0, 3, 4, 5] and errors == []
+    assert sorted(os.listdir(tmp_path / "out")) == ["at_5.png", "training.png"]
     assert_valid_png(tmp_path / "out" / "training.png")
 
 

@@ -287,8 +287,7 @@ def only_rewrites_plot_file(job: Job) -> bool:
 
     Such a job may wait, or be dropped when a later job rewrites that file.
     """
-    writes_snapshot = job.snapshot and job.options.snapshot is not None
-    return not writes_snapshot and not job.png
+    return len(job.options.targets(job.epoch, job.snapshot)) == 1 and not job.png
 
 
 # After each drawing, a job that only rewrites the plot file waits this many times

@@ -313,11 +313,11 @@ class TrainingPlotter(keras.callbacks.Callback):
       child uses matplotlib's object-oriented API on an Agg canvas and never
       pyplot: the user's matplotlib backend and pyplot state are untouched,
       and it works headless, from any thread and in notebooks. Drawings are
-      queued. When epochs end faster than figures are drawn (about 0.06 s
-      each), `filename` is redrawn with the newest epoch only, and after
-      each drawing the child rests three times as long as it drew: a
-      drawing whose only output is `filename` is dropped when a newer one
-      waits behind it. Snapshots and notebook updates are never dropped.
+      queued. After each drawing (about 0.06 s) the child rests three times
+      as long before it redraws `filename` alone, and a drawing whose only
+      output is `filename` is dropped when a newer one waits behind it: when
+      epochs end faster than that, the file skips to the newest epoch.
+      Snapshots and notebook updates are never dropped or delayed.
       `on_train_end` (or `wait()`) ends the rest and returns once every file
       is complete and shows the last epoch.
     * **Faults.** The output folder is created and checked for writing at
