@@ -14,7 +14,7 @@ BACKEND_PACKAGES := tensorflow-cpu jax[cpu] torch
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: venv test test-backend test-oldest demo docs bench bench-quick lint clean typecheck test-install
+.PHONY: venv test test-backend test-oldest demo docs docs-pictures bench bench-quick lint clean typecheck test-install
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,13 @@ demo: $(STAMP)
 # Warnings are errors, and every page is rebuilt (-E) so none is hidden by a cache.
 docs: $(STAMP)
 	$(BIN)/python -m sphinx -W --keep-going -E -b html docs docs/_build/html
+
+# The pictures in docs/guide/watching_training.rst: its notebook cells, run in a Jupyter
+# kernel. A test fails when the page's code no longer matches its pictures.
+docs-pictures: $(STAMP)
+	mkdir -p docs/_static
+	KERAS_BACKEND=jax KERAS_EXTRAS_DOCS_PICTURES=1 $(BIN)/python -m pytest -p no:cacheprovider \
+	  tests/test_notebook.py -k guide_notebook
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs examples tests_install

@@ -8,6 +8,7 @@ A component missing from `keras_extras` gives a record with status
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import os
 import resource
@@ -38,8 +39,7 @@ TARGET_METRIC_COMPILED = {"dense": 1.02, "sparse": 1.05}
 TARGET_METRIC_IN_FIT = 1.02
 TARGET_TRAIN_STEP = 1.02
 TARGET_LOSS_HISTORY = 1.01
-TARGET_TRAINING_PLOTTER = 1.05  # on a 2-second fit
-TARGET_TRAINING_PLOTTER_LONG = 1.02  # on a 10-second fit
+TARGET_TRAINING_PLOTTER = 1.05  # on 2- and 10-second fits, in scripts and notebooks
 TARGET_SCHEDULED_DROPOUT = 1.05
 
 if BACKEND == "tensorflow":
@@ -400,7 +400,7 @@ def _fit_comparison(
     model_b: Any,
     settings: Settings,
     epochs: int = 1,
-    callbacks_b: list | None = None,
+    callbacks_b: Callable[[], list] | None = None,
     one_hot: bool = False,
     repeats: int | None = None,
     epoch_seconds: float | None = None,
@@ -409,7 +409,7 @@ def _fit_comparison(
     data = _mnist_like(steps, one_hot=one_hot)
     measured = compare(
         lambda: _fit(model_a, data, epochs),
-        lambda: _fit(model_b, data, epochs, callbacks_b),
+        lambda: _fit(model_b, data, epochs, callbacks_b() if callbacks_b else None),
         repeats=repeats or settings.fit_repeats,
         warmup=settings.warmup,
         work=steps * BATCH * epochs,
@@ -504,8 +504,8 @@ def _timing_train_hooks(callback: Any, fixed: list[float], child_cpu: list[float
     the CPU time its child processes used during the fit.
 
     For TrainingPlotter these are its fixed costs (starting the drawing process in
-    its first fit, waiting for the last file) and the work of its drawing process, which the
-    training shares the CPU with.
+    the first fit that draws, waiting for the last file) and the work of its drawing
+    process, which the training shares the CPU with.
     """
     begin, end = callback.on_train_begin, callback.on_train_end
     started: list[tuple[float, float]] = []
@@ -526,11 +526,93 @@ def _timing_train_hooks(callback: Any, fixed: list[float], child_cpu: list[float
     return callback
 
 
+def _callback_measure(
+    settings: Settings,
+    make: Callable[[], Any],
+    epochs: int,
+    epoch_seconds: float,
+    repeats: int,
+    new_per_fit: bool = False,
+) -> dict[str, Any]:
+    """`fit` without callbacks against `fit` with the callback `make()` returns.
+
+    The same callback serves every fit, or, with `new_per_fit`, a new one each fit.
+    """
+    # One model for both sides: only the callback list differs.
+    model = _mlp(keras.Model, keras.layers.Dropout(0.5))
+    fixed: list[float] = []
+    child_cpu: list[float] = []
+    shared = None if new_per_fit else _timing_train_hooks(make(), fixed, child_cpu)
+
+    def callbacks() -> list:
+        return [shared or _timing_train_hooks(make(), fixed, child_cpu)]
+
+    measured = _fit_comparison(
+        model,
+        model,
+        settings,
+        epochs,
+        callbacks_b=callbacks,
+        repeats=repeats,
+        epoch_seconds=epoch_seconds,
+    )
+    measured["fixed_s"] = timing.summarize(fixed)
+    measured["child_cpu_s"] = timing.summarize(child_cpu)
+    return measured
+
+
+# Run in a Jupyter kernel by `_notebook_measure`; prints the measurement as JSON.
+NOTEBOOK_CELLS = (
+    """
+import json, os, sys
+sys.path.insert(0, {root!r})
+import keras, keras_extras
+from benchmarks import cases
+settings = cases.QUICK if {quick!r} else cases.FULL
+# The kernel's first plotter, as in a notebook's first training cell: it starts the
+# kernel's drawing process, which every later plotter shares.
+first = keras_extras.TrainingPlotter(display=True)
+cases._fit(cases._mlp(keras.Model, keras.layers.Dropout(0.5)), cases._mnist_like(4), 1, [first])
+""",
+    """
+measured = cases._callback_measure(
+    settings,
+    lambda: keras_extras.TrainingPlotter(display=True),
+    settings.callback_epochs,
+    settings.epoch_seconds,
+    settings.fit_repeats,
+    new_per_fit=True,
+)
+""",
+    "print(json.dumps(measured))",
+)
+
+
+def _notebook_measure(settings: Settings) -> dict[str, Any]:
+    """The notebook case: `_callback_measure` inside a Jupyter kernel on this backend."""
+    import json
+
+    import nbclient
+    import nbformat
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sources = [cell.format(root=root, quick=settings.quick) for cell in NOTEBOOK_CELLS]
+    book = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    with tempfile.TemporaryDirectory() as folder:
+        nbclient.NotebookClient(
+            book, timeout=3600, kernel_name="python3", resources={"metadata": {"path": folder}}
+        ).execute(env={**os.environ, "KERAS_BACKEND": BACKEND})
+    outputs = book.cells[-1].outputs
+    return json.loads("".join(o["text"] for o in outputs if o.get("name") == "stdout"))
+
+
 def callback_overhead(settings: Settings) -> Iterator[dict[str, Any]]:
     """`fit` with LossHistory, and with TrainingPlotter, against `fit` without callbacks.
 
-    TrainingPlotter runs three `fit` lengths: 2 epochs of 1 s, 10 epochs of 1 s, and
-    the same 2 s in `short_epochs` epochs, where a drawing takes longer than an epoch.
+    TrainingPlotter runs three `fit` lengths in this process: 2 epochs of 1 s, 10 epochs
+    of 1 s, and the same 2 s in `short_epochs` epochs, where a drawing takes longer than
+    an epoch; then the 2-second fit in a Jupyter kernel, with a new plotter shown
+    inline in every fit.
     """
     short_fit_seconds = settings.epoch_seconds * settings.callback_epochs
     with tempfile.TemporaryDirectory() as directory:
@@ -557,7 +639,7 @@ def callback_overhead(settings: Settings) -> Iterator[dict[str, Any]]:
                 "TrainingPlotter",
                 "TrainingPlotter/long",
                 lambda: _training_plotter(directory),
-                TARGET_TRAINING_PLOTTER_LONG,
+                TARGET_TRAINING_PLOTTER,
                 settings.long_fit_epochs,
                 settings.epoch_seconds,
                 settings.long_fit_repeats,
@@ -579,23 +661,7 @@ def callback_overhead(settings: Settings) -> Iterator[dict[str, Any]]:
                 epoch_seconds: float = epoch_seconds,
                 repeats: int = repeats,
             ) -> dict[str, Any]:
-                # One model for both sides: only the callback list differs.
-                model = _mlp(keras.Model, keras.layers.Dropout(0.5))
-                fixed: list[float] = []
-                child_cpu: list[float] = []
-                callback = _timing_train_hooks(make(), fixed, child_cpu)
-                measured = _fit_comparison(
-                    model,
-                    model,
-                    settings,
-                    epochs,
-                    callbacks_b=[callback],
-                    repeats=repeats,
-                    epoch_seconds=epoch_seconds,
-                )
-                measured["fixed_s"] = timing.summarize(fixed)
-                measured["child_cpu_s"] = timing.summarize(child_cpu)
-                return measured
+                return _callback_measure(settings, make, epochs, epoch_seconds, repeats)
 
             fit_seconds = epoch_seconds * epochs
             title = f"fit with {name}"
@@ -613,6 +679,24 @@ def callback_overhead(settings: Settings) -> Iterator[dict[str, Any]]:
                 measure,
                 needs=name,
             )
+    missing = [m for m in ("nbclient", "nbformat", "ipykernel") if not importlib.util.find_spec(m)]
+    yield _record(
+        "callback/TrainingPlotter/notebook",
+        f"fit in a Jupyter kernel with a new TrainingPlotter(display=True), "
+        f"{short_fit_seconds:g}-second fit",
+        "fit, no callbacks",
+        "fit with a new keras_extras.TrainingPlotter",
+        TARGET_TRAINING_PLOTTER,
+        {
+            "batch": BATCH,
+            "epochs": settings.callback_epochs,
+            "epoch_seconds": settings.epoch_seconds or None,
+            "where": "a Jupyter kernel, after its first plotter",
+        },
+        lambda: _notebook_measure(settings),
+        needs="TrainingPlotter",
+        skip=f"needs {', '.join(missing)} (the test extra)" if missing else None,
+    )
 
 
 def layer(settings: Settings) -> Iterator[dict[str, Any]]:

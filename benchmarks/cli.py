@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from keras_extras_core.files import atomic_write
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
 
@@ -89,9 +91,6 @@ def main() -> None:
         )
         report[f"tensorboard writer, {backend}"] = json.loads(proc.stdout)
     report["machine"] = f"{os.cpu_count()} cores, python {sys.version.split()[0]}"
-    # Imported only now: everything timed above runs in fresh processes.
-    from keras_extras._files import atomic_write
-
     atomic_write(args.out, json.dumps(report, indent=2) + "\n")
     for name, value in report.items():
         print(f"{name}: {value}")

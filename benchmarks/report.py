@@ -16,13 +16,14 @@ It imports neither Keras nor a backend; the chart needs matplotlib.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import json
 import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from keras_extras_core.files import atomic_write
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -167,8 +168,9 @@ def document(runs: list[dict[str, Any]]) -> list[Block]:
                 (
                     "text",
                     "Time inside the callback's `on_train_begin` plus `on_train_end` in "
-                    "each `fit` with it (for TrainingPlotter: starting the drawing process, "
-                    "in its first fit only, and waiting for the last file), and the CPU "
+                    "each `fit` with it (for TrainingPlotter: starting the drawing process "
+                    "that every plotter of a process shares, in the first fit that draws, "
+                    "and waiting for the last file), and the CPU "
                     "time its child processes used during the fit, median [min, max] over "
                     "every such fit, the warm-up fit included (the max is usually that "
                     "first fit); then the median fit's time with the callback minus that "
@@ -520,17 +522,7 @@ def scaling_chart(runs: list[dict[str, Any]], path: Path) -> None:
 def _write_png(figure: Any, path: Path) -> None:
     png = io.BytesIO()
     figure.savefig(png, format="png", dpi=100)
-    _atomic_write(path, png.getvalue())
-
-
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    # keras_extras._files, loaded without keras_extras's __init__, which imports Keras.
-    spec = importlib.util.find_spec("keras_extras")
-    folder = spec.submodule_search_locations[0]
-    spec = importlib.util.spec_from_file_location("keras_extras_files", f"{folder}/_files.py")
-    files = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(files)
-    files.atomic_write(path, data)
+    atomic_write(path, png.getvalue())
 
 
 def write_report(directory: Path) -> list[Path]:
@@ -539,8 +531,8 @@ def write_report(directory: Path) -> list[Path]:
     runs = load(directory)
     blocks = document(runs)
     outputs = [directory / "README.md", directory / "table.rst", directory / "ratios.png"]
-    _atomic_write(outputs[0], to_markdown(blocks))
-    _atomic_write(outputs[1], to_rst(blocks))
+    atomic_write(outputs[0], to_markdown(blocks))
+    atomic_write(outputs[1], to_rst(blocks))
     chart(runs, outputs[2])
     for device in DEVICES:
         scaled = [r for r in runs if r["machine"]["device"] == device and "scaling" in r]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import machine
+from keras_extras_core.files import atomic_write
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCHEMA = 1
@@ -36,9 +37,6 @@ STAGES = ("metric_update", "scaling", "training_step", "callback", "layer")
 
 def write_json(path: Path, data: Any) -> None:
     """Writes `data` to `path` atomically, creating its folder."""
-    # Imported here: keras_extras imports Keras, which must wait for the backend choice.
-    from keras_extras._files import atomic_write
-
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(data, indent=1) + "\n")
 

@@ -17,7 +17,7 @@ DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent / "src"))
 
 import keras_extras  # noqa: E402
-from keras_extras._files import atomic_write  # noqa: E402
+from keras_extras_core.files import atomic_write  # noqa: E402
 
 project = "keras_extras"
 author = "keras_extras developers"

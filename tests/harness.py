@@ -358,6 +358,27 @@ def digits(n_train: int = 192, n_val: int = 64) -> tuple:
     return (x[train], y[train]), (x[val], y[val])
 
 
+def png_files(folder: os.PathLike | str) -> list[str]:
+    """The names in `folder` that are not hidden (a temporary file is hidden)."""
+    return sorted(f for f in os.listdir(folder) if not f.startswith("."))
+
+
+def assert_valid_png(path: os.PathLike | str, size: tuple[int, int] | None = None) -> None:
+    """`path` is a whole PNG of `size` (width, height) pixels, with curves and text on it."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        if size is not None:
+            assert image.size == size
+        pixels = np.asarray(image.convert("L"), dtype=np.float64)
+    # Not blank: curves, text and axes make the pixels vary and leave white.
+    assert pixels.std() > 10.0
+    assert 0.01 < (pixels < 200).mean() < 0.5
+
+
 @contextlib.contextmanager
 def warnings_as_errors() -> Iterator[None]:
     """Turns every warning into an error, but the one NumPy 2 gives for Keras's conversions.

@@ -474,6 +474,7 @@ def test_quick_run_writes_valid_results(tmp_path):
         "callback/TrainingPlotter",
         "callback/TrainingPlotter/long",
         "callback/TrainingPlotter/short_epochs",
+        "callback/TrainingPlotter/notebook",
         "layer/ScheduledDropout",
     }
     assert set(records) == expected

@@ -12,7 +12,8 @@ A block can be marked by comments on the lines right above it, in reStructuredTe
 * `backend: NAME[, NAME]`: runs only on these Keras backends;
 * `requires: ITEM[, ITEM]`: runs only where each item exists: `keras_extras.NAME`
   (a component), `program:NAME` (an executable on PATH) or a module name;
-* `skip: REASON`: never runs (code shown for comparison, such as tf.keras 2 code).
+* `skip: REASON`: never runs (code shown for comparison, such as tf.keras 2 code);
+* `kernel: REASON`: runs in a Jupyter kernel, in tests/test_notebook.py, not here.
 
 A block whose marks do not hold is reported as skipped, with the reason.
 """
@@ -41,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 DOCTEST_FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 RUN_LANGUAGES = ("python", "pycon")
-MARKS = ("backend", "requires", "skip")
+MARKS = ("backend", "requires", "skip", "kernel")
 
 
 @dataclass
@@ -145,8 +146,9 @@ BLOCKS = [block for page in PAGES for block in page_blocks(page)]
 
 def skip_reason(block: Block) -> str | None:
     """Why `block` cannot run here, or None when it runs."""
-    if "skip" in block.marks:
-        return block.marks["skip"]
+    for mark in ("skip", "kernel"):
+        if mark in block.marks:
+            return block.marks[mark]
     if "backend" in block.marks:
         backends = [b.strip() for b in block.marks["backend"].split(",")]
         if BACKEND not in backends:

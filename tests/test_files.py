@@ -1,4 +1,4 @@
-"""`keras_extras._files.atomic_write`: old or new file, never half of one, with open()'s mode."""
+"""`keras_extras_core.files.atomic_write`: old or new file, never half of one, open()'s mode."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from keras_extras import _files
-from keras_extras._files import atomic_write
+from keras_extras_core import files
+from keras_extras_core.files import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD = b"the previous, complete file\n"
@@ -97,13 +97,13 @@ def test_a_failure_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeypat
             opened.append(path)
             return HalfWriter(open(path, mode), error)
 
-        monkeypatch.setattr(_files, "open", half_open, raising=False)
+        monkeypatch.setattr(files, "open", half_open, raising=False)
     else:
 
         def fail(*args, **kwargs):
             raise error
 
-        monkeypatch.setattr(_files.os, {"fsync": "fsync", "rename": "replace"}[where], fail)
+        monkeypatch.setattr(files.os, {"fsync": "fsync", "rename": "replace"}[where], fail)
     with pytest.raises(type(error)):
         atomic_write(target, NEW)
     monkeypatch.undo()
@@ -117,10 +117,8 @@ def test_a_failure_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeypat
 
 # A process killed halfway through writing the temporary file (no cleanup can run).
 KILLED = """\
-import importlib.util, os, sys
-spec = importlib.util.spec_from_file_location("files", sys.argv[1])
-files = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(files)
+import os, sys
+from keras_extras_core import files
 real_open = open
 
 class Dying:
@@ -136,14 +134,14 @@ class Dying:
         os._exit(17)
 
 files.open = lambda path, mode: Dying(real_open(path, mode))
-files.atomic_write(sys.argv[2], b"x" * 1000)
+files.atomic_write(sys.argv[1], b"x" * 1000)
 """
 
 
 def test_a_killed_writer_leaves_the_old_file_and_a_hidden_partial_one(tmp_path):
     target = tmp_path / "history.json"
     target.write_bytes(OLD)
-    proc = subprocess.run([sys.executable, "-c", KILLED, _files.__file__, str(target)])
+    proc = subprocess.run([sys.executable, "-c", KILLED, str(target)])
     assert proc.returncode == 17
     assert target.read_bytes() == OLD
     leftovers = [name for name in os.listdir(tmp_path) if name != "history.json"]
@@ -163,8 +161,8 @@ def test_files_are_written_atomically_only_through_the_helper():
     offenders = [
         f"{path.relative_to(ROOT)}:{number}"
         for path in paths
-        if path.name != "_files.py"
+        if path != ROOT / "src" / "keras_extras_core" / "files.py"
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
         if pattern.search(line)
     ]
-    assert not offenders, f"write files with keras_extras._files.atomic_write: {offenders}"
+    assert not offenders, f"write files with keras_extras_core.files.atomic_write: {offenders}"

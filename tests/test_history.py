@@ -16,8 +16,8 @@ import math
 import numpy as np
 import pytest
 
-from keras_extras import _history
-from keras_extras._history import MEAN, ROOT_MEAN, HistoryCore
+from keras_extras_core import history as _history
+from keras_extras_core.history import MEAN, ROOT_MEAN, HistoryCore
 
 
 def running_means(values, sizes=None):

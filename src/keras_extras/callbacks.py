@@ -12,11 +12,12 @@ from typing import Any
 import keras
 
 from keras_extras import _keras_internals
-from keras_extras._drawing import DrawingProcess, Job, PlotOptions
 from keras_extras._export import export
-from keras_extras._files import atomic_write
-from keras_extras._history import MEAN, ROOT_MEAN, HistoryCore
 from keras_extras.metrics import RootMeanSquaredError
+from keras_extras_core import plot_process
+from keras_extras_core.files import atomic_write
+from keras_extras_core.history import MEAN, ROOT_MEAN, HistoryCore
+from keras_extras_core.plot_process import Job, PlotOptions, Request
 
 _ROOT_MEANS = (keras.metrics.RootMeanSquaredError, RootMeanSquaredError)
 
@@ -266,9 +267,34 @@ def _directions(model: Any) -> dict[str, str]:
 
 
 def _ipython_shell() -> Any:
+    """The running IPython shell, or None; never imports IPython."""
     ipython = sys.modules.get("IPython")
     get_ipython = getattr(ipython, "get_ipython", None)
     return get_ipython() if get_ipython else None
+
+
+def _shows_inline(display: bool | str) -> bool:
+    """Whether a plotter with this `display` argument shows its plot here and now."""
+    shell = _ipython_shell()
+    if display == "auto":
+        # A Jupyter kernel's shell has a kernel; a terminal IPython's has none.
+        return getattr(shell, "kernel", None) is not None
+    return bool(display) and shell is not None
+
+
+class _InlineImage:
+    """The image below the cell that runs one `fit`: shown once, then updated in place."""
+
+    def __init__(self) -> None:
+        self._handle: Any = None
+
+    def show(self, png: bytes) -> None:
+        from IPython.display import Image, display
+
+        if self._handle is None:
+            self._handle = display(Image(data=png), display_id=True)
+        else:
+            self._handle.update(Image(data=png))
 
 
 def _option(name: str) -> property:
@@ -285,60 +311,40 @@ def _option(name: str) -> property:
 
 @export
 class TrainingPlotter(keras.callbacks.Callback):
-    """Draws the training curves that a `LossHistory` records, safely and fast.
+    """Draws the training curves that a `LossHistory` records: in a notebook, in files, or both.
 
-    The figure has a panel with the per-batch loss (x axis: global step), then
-    one panel per metric with its per-epoch training and `val_` curves (x axis:
-    epoch, 1-based) and the best epoch marked.
+    The figure has a panel with the loss of every batch (x axis: the global step),
+    then one panel per metric with its per-epoch training and `val_` curves and the
+    best epoch marked. The epoch axis counts, from 1, every epoch that the plotter's
+    history has recorded: training continued in another `fit` continues the curves,
+    as the step axis does.
 
-    * **Output.** At the end of every `every_n_epochs`-th epoch, and at the end
-      of training if the last epoch was not drawn, `<directory>/<filename>` is
-      rewritten. `snapshot`, a pattern such as `"plot_at_epoch_{epoch}.png"`,
-      also keeps one file per drawn epoch (`{epoch}` is 1-based, as in
-      `keras.callbacks.ModelCheckpoint`). The format follows each file's
-      extension: png, svg, pdf or any other that matplotlib writes. A PNG is
-      100 dpi: `figsize` times 100 pixels.
-    * **Atomic writes.** Each file is rendered in memory, written to a
-      temporary file in the same folder, then moved over the old one with
-      `os.replace`. A crash at any point leaves the previous plot intact (a
-      hard crash may leave a hidden `.<name>.*.tmp` file beside it).
-    * **Off the training process.** Drawing a figure holds Python's GIL for
-      0.1 s or more, which would stall training steps if done in a thread. The
-      plotter therefore draws in a child process with a lower CPU priority,
-      started at its first `on_train_begin`; the training thread only copies
-      the history's columns at the end of an epoch. The child stays up between
-      the fits of the same plotter, so that only the first fit pays for its
-      start (about a second of CPU, to import matplotlib), and ends when the
-      plotter is garbage-collected or Python exits (or at `close()`). The
-      child uses matplotlib's object-oriented API on an Agg canvas and never
-      pyplot: the user's matplotlib backend and pyplot state are untouched,
-      and it works headless, from any thread and in notebooks. Drawings are
-      queued. After each drawing (about 0.06 s) the child rests three times
-      as long before it redraws `filename` alone, and a drawing whose only
-      output is `filename` is dropped when a newer one waits behind it: when
-      epochs end faster than that, the file skips to the newest epoch.
-      Snapshots and notebook updates are never dropped or delayed.
-      `on_train_end` (or `wait()`) ends the rest and returns once every file
-      is complete and shows the last epoch.
-    * **Faults.** The output folder is created and checked for writing at
-      `on_train_begin`, before any training step. NaN and inf values are drawn
-      as gaps, so a diverging run still gets its plot. An error while drawing
-      never stops training: it is reported as one `RuntimeWarning` per `fit`,
-      and the next drawing is tried again.
-    * **Notebooks.** With `display=True` under IPython, the plot is also shown
-      below the cell and updated in place at every drawing.
+    In a Jupyter notebook, `TrainingPlotter()` shows the plot below the cell that
+    runs `fit`, updated in place after every epoch; each `fit` gets an image of its
+    own. With a `directory`, the plot is also written there, atomically, as
+    `filename`, and with `snapshot` as one more file per drawn epoch. The figures are
+    drawn in one background process that every plotter of the Python process shares:
+    training does not wait for them, and when epochs end faster than figures are
+    drawn, the plot skips to the newest epoch (snapshots are never skipped). When
+    `fit` returns, every file and the notebook's image show its last epoch. An error
+    while drawing never stops training: it is reported as one `RuntimeWarning` per
+    `fit`. The guide's "Watching training" page shows what a notebook user sees and
+    how the plot is made.
 
     The plotter fills its `history`: a new `LossHistory` by default, or the one
-    passed in, which may also be passed to `fit` (in any order) without
-    anything being recorded twice. It fills the history's tables itself
-    (`history.core`), not through the history's callback methods.
+    passed in, which may also be passed to `fit` (in any order) without anything
+    being recorded twice.
 
     Args:
-        directory: Folder for the plot files; created if missing.
-        filename: Name of the file rewritten at every drawing, in `directory`.
-        snapshot: Optional pattern for one extra file per drawn epoch, in
-            `directory`, with an `{epoch}` field.
-        every_n_epochs: Draw at the end of every n-th epoch (counted 1-based).
+        directory: Folder for the plot files, created if missing. `None` writes no
+            file.
+        filename: Name of the file rewritten at every drawing, in `directory`. Its
+            extension sets the format: png, svg, pdf or any other that matplotlib
+            writes. Raster files are 100 dpi.
+        snapshot: Optional pattern of one more file per drawn epoch, in `directory`,
+            with an `{epoch}` field: that epoch's number on the plot's x axis.
+        every_n_epochs: Draw after every n-th epoch of that count; the last epoch of
+            each `fit` is drawn too.
         smoothing: Weight in [0, 1) of an exponential moving average drawn over
             the per-batch loss (debiased, as in TensorBoard); 0 draws none.
         yscale: `"linear"` or `"log"`, for every panel (a panel without a
@@ -346,22 +352,23 @@ class TrainingPlotter(keras.callbacks.Callback):
         modes: Maps a metric name to `"min"` or `"max"`, the direction in which
             its best epoch is marked. Metrics not listed use the direction that
             Keras knows for them (losses: min, accuracies: max); one without a
-            known direction gets no marker. The validation curve is marked
-            when there is one.
-        figsize: `(width, height)` of the figure in inches. `None`: 5 x 3.2
-            per panel, two panels per row.
-        display: Also show the plot inline when running under IPython; no
-            effect elsewhere.
+            known direction gets no marker.
+        figsize: `(width, height)` of the figure in inches. `None`: 5 x 3.2 per
+            panel, two panels per row.
+        display: Show the plot below the running cell: `"auto"` under a Jupyter
+            kernel and nowhere else, `True` wherever IPython runs, `False` never.
         history: The `LossHistory` to fill and draw. `None` creates one,
             available as `plotter.history`.
 
     Raises:
         ImportError: if matplotlib is missing; install `keras-extras[plot]`.
         ValueError: for an argument out of range, a `filename` or `snapshot`
-            of a format matplotlib cannot write, or a `snapshot` without an
-            `{epoch}` field. Each message names the offending value.
-        OSError: from `on_train_begin`, if the output folder cannot be
-            created or written to; the message names the path.
+            of a format matplotlib cannot write, a `snapshot` without an
+            `{epoch}` field or without a `directory`, or `directory=None` with
+            `display=False`. Each message names the offending value.
+        OSError: from `on_train_begin`, before any training step, if the
+            output folder cannot be created or written to; the message names
+            the folder.
 
     Example:
     >>> import os, tempfile, keras, numpy as np, keras_extras
@@ -370,14 +377,13 @@ class TrainingPlotter(keras.callbacks.Callback):
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     >>> model.compile(optimizer="sgd", loss="mse")
     >>> folder = tempfile.mkdtemp()
-    >>> plotter = keras_extras.TrainingPlotter(
-    ...     folder, snapshot="plot_at_epoch_{epoch}.png", smoothing=0.6)
-    >>> _ = model.fit(x, y, batch_size=16, epochs=2, verbose=0,
-    ...               callbacks=[plotter])
+    >>> plotter = keras_extras.TrainingPlotter(folder, snapshot="at_epoch_{epoch}.png")
+    >>> _ = model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[plotter])
+    >>> _ = model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[plotter])
     >>> sorted(os.listdir(folder))
-    ['plot_at_epoch_1.png', 'plot_at_epoch_2.png', 'training.png']
-    >>> len(plotter.history.batches["loss"])
-    8
+    ['at_epoch_1.png', 'at_epoch_2.png', 'at_epoch_3.png', 'training.png']
+    >>> plotter.history.batches["step"][-1]
+    12
     """
 
     async_safe = True
@@ -394,7 +400,7 @@ class TrainingPlotter(keras.callbacks.Callback):
 
     def __init__(
         self,
-        directory: str | os.PathLike,
+        directory: str | os.PathLike | None = None,
         filename: str = "training.png",
         snapshot: str | None = None,
         every_n_epochs: int = 1,
@@ -402,7 +408,7 @@ class TrainingPlotter(keras.callbacks.Callback):
         yscale: str = "linear",
         modes: dict[str, str] | None = None,
         figsize: Sequence[float] | None = None,
-        display: bool = False,
+        display: bool | str = "auto",
         history: LossHistory | None = None,
     ) -> None:
         super().__init__()
@@ -424,25 +430,45 @@ class TrainingPlotter(keras.callbacks.Callback):
         self._init_runtime()
 
     def _init_runtime(self) -> None:
-        self._process = DrawingProcess(on_png=self._show, on_error=self._note_error)
-        self._display_handle = None
+        # The options of this fit: a relative `directory` is taken from where `fit` runs
+        # (the drawing process, started earlier, may run elsewhere).
+        self._fit_options: PlotOptions | None = None
+        self._image: _InlineImage | None = None  # this fit's image in the notebook
+        self._draws = False  # whether this fit draws anywhere
+        self._drawn = 0  # the epoch count of the last drawing queued
         self._error: BaseException | None = None
         self._warned = False
-        self._last_epoch: int | None = None
-        self._drawn_epoch: int | None = None
+
+    def _epoch_count(self) -> int:
+        return len(self.history.epochs["epoch"])
 
     # The plotter feeds the history's core, never its Keras hooks: the core counts
     # every batch and epoch once, when Keras drives the history too, in any order.
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        """Checks the output folders and starts the drawing process."""
-        self._options.check_folders()
+        """Checks the output folders and starts the drawing process if none runs."""
+        options = self._options
+        if options.directory is not None:
+            options = dataclasses.replace(options, directory=os.path.abspath(options.directory))
+        options.check_folders()
+        self._fit_options = options
         self._error, self._warned = None, False
-        self._last_epoch = self._drawn_epoch = None
         self.history.core.begin_fit()
-        # Importing matplotlib in the child overlaps with the first epoch.
+        self._drawn = self._epoch_count()
+        self._image = _InlineImage() if _shows_inline(self.display) else None
+        self._draws = self._image is not None or self.directory is not None
+        if not self._draws:
+            warnings.warn(
+                "TrainingPlotter has nowhere to draw: it has no `directory`, and this "
+                "Python is not a Jupyter kernel (display='auto'). Its history is still "
+                "recorded; pass a `directory` to get the plot as a file.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
+        # Importing matplotlib in a new drawing process overlaps with the first epoch.
         try:
-            self._process.start()
+            plot_process.shared().start()
         except OSError as error:
             self._note_error(error)
 
@@ -457,57 +483,41 @@ class TrainingPlotter(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         """Closes the history's epoch and queues a drawing, every `every_n_epochs` epochs."""
         _close_epoch(self, self.history.core, epoch, logs)
-        self._last_epoch = epoch
-        if (epoch + 1) % self._options.every_n_epochs == 0:
-            self._queue_drawing(epoch, snapshot=True)
+        if self._draws and self._epoch_count() % self.every_n_epochs == 0:
+            self._queue_drawing(snapshot=True)
         self._report_error()
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        """Draws the last epoch if it was not drawn, and waits for every file."""
-        if self._last_epoch is not None and self._drawn_epoch != self._last_epoch:
-            self._queue_drawing(self._last_epoch, snapshot=False)
-        # The child stays up for the next fit: waiting for the files is enough.
-        self._process.wait()
+        """Draws the last epoch if it was not drawn, and waits for every drawing."""
+        if self._draws:
+            if self._drawn != self._epoch_count():
+                self._queue_drawing(snapshot=False)
+            plot_process.shared().wait()
         self.history.core.complete_epoch()
         _keras_internals.forget_model(self)
         self._report_error()
 
     def wait(self) -> None:
-        """Blocks until every drawing queued so far is written."""
-        self._process.wait()
+        """Blocks until every drawing queued so far is written and shown."""
+        plot_process.shared().wait()
 
-    def close(self) -> None:
-        """Waits for every queued drawing, then ends the drawing process.
-
-        Optional: the process also ends when the plotter is garbage-collected
-        or Python exits. A later `fit` starts a new one.
-        """
-        self._process.close()
-
-    def _queue_drawing(self, epoch: int, snapshot: bool) -> None:
-        self._drawn_epoch = epoch
+    def _queue_drawing(self, snapshot: bool) -> None:
+        self._drawn = self._epoch_count()
+        image = self._image
         try:
             job = Job.of(
-                self._options,
-                epoch,
+                self._fit_options or self._options,
                 snapshot,
                 self.history.batches,
                 self.history.epochs,
                 _directions(_keras_internals.callback_model(self)),
-                png=self._options.display and _ipython_shell() is not None,
+                png=image is not None,
             )
         except Exception as error:  # noqa: BLE001 - plotting must never stop training
             self._note_error(error)
             return
-        self._process.submit(job)
-
-    def _show(self, png: bytes) -> None:
-        from IPython.display import Image, display
-
-        if self._display_handle is None:
-            self._display_handle = display(Image(data=png), display_id=True)
-        else:
-            self._display_handle.update(Image(data=png))
+        request = Request(job, image.show if image else None, self._note_error)
+        plot_process.shared().submit(request)
 
     def _note_error(self, error: BaseException) -> None:
         self._error = self._error or error
@@ -515,9 +525,10 @@ class TrainingPlotter(keras.callbacks.Callback):
     def _report_error(self) -> None:
         if self._error is not None and not self._warned:
             self._warned = True
+            where = f" in {self.directory!r}" if self.directory is not None else ""
             warnings.warn(
-                f"TrainingPlotter could not draw its plot in {self.directory!r}: "
-                f"{self._error}. Training goes on; this warning is not repeated in this fit.",
+                f"TrainingPlotter could not draw its plot{where}: {self._error}. Training "
+                "goes on; this warning is not repeated in this fit.",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -563,7 +574,7 @@ class TrainingPlotter(keras.callbacks.Callback):
     def __getstate__(self) -> dict[str, Any]:
         self.wait()
         state = _keras_internals.picklable_state(self)
-        for name in ("_process", "_display_handle", "_error"):
+        for name in ("_image", "_error", "_fit_options"):
             del state[name]
         return state
 

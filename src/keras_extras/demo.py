@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 import keras_extras
-from keras_extras._files import atomic_write
+from keras_extras_core.files import atomic_write
 
 NUM_CLASSES = 10
 

@@ -1,23 +1,23 @@
-"""Where `keras_extras.TrainingPlotter`'s curves go: one drawing process and its typed jobs.
+"""Where `keras_extras.TrainingPlotter`'s curves are drawn: one process for every plotter.
 
-Drawing a figure with matplotlib takes 0.1 to 0.5 s of Python and C++ that hold the
-GIL. In a thread of the training process, every training step would wait for the GIL
-while a figure is drawn; a child process keeps the two apart.
+Drawing a figure with matplotlib takes tens of milliseconds of Python and C++ that hold
+the GIL. In a thread of the training process, every training step would wait for the
+GIL while a figure is drawn; a child process keeps the two apart. Starting one costs
+about a second of CPU (importing matplotlib), so one child serves every plotter of a
+Python process: `shared()` is started by the first `fit` that draws, and ends when
+Python exits.
 
-Both ends of the protocol live here. The parent (`DrawingProcess`) starts `main` in a
+Both ends of the protocol live here. The parent (`PlotProcess`) starts `main` in a
 child with `child_command()`, and a worker thread sends it one pickled `Job` per
 drawing on stdin and reads one pickled reply (`{"error": ..., "png": ...}`) per job on
-stdout. A job carries the `PlotOptions`, validated once when the plotter was made,
-and a copy of the history's columns.
-
-This module imports neither keras nor keras_extras's `__init__`, so the child starts
-in the time matplotlib takes to import; the figure itself is drawn by
-`keras_extras._plotting`.
+stdout. A job carries the `PlotOptions`, checked once when the plotter was made, and
+a copy of the history's columns.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import os
 import pickle
@@ -36,29 +36,37 @@ from typing import Any
 
 import numpy as np
 
-from keras_extras import _plotting
-from keras_extras._files import atomic_write
+from keras_extras_core.figure import TrainingFigure
+from keras_extras_core.files import atomic_write
 
 # The child gives way to training for the CPU it shares with it.
 CHILD_NICENESS = 10
 
-# Run with `python -c`: a bare `keras_extras` package (its `__init__` imports Keras)
-# from which only this module, `_plotting` and `_files` are imported, without the
-# current folder that `-c` puts first on sys.path. Tests put their own lines before
-# the last one.
-CHILD_PRELUDE = """\
-import importlib, sys, types
-del sys.path[0]
-package = types.ModuleType("keras_extras")
-package.__path__ = [sys.argv[1]]
-sys.modules["keras_extras"] = package
-"""
-_BOOTSTRAP = CHILD_PRELUDE + 'importlib.import_module("keras_extras._drawing").main()\n'
+# After each drawing, a drawing that may be skipped waits this many times as long as
+# that drawing took, unless `wait` is called: when epochs end faster than figures are
+# drawn, the child draws a quarter of the time at most, on cores that training uses.
+REST_PER_DRAWING = 3.0
+
+DISPLAY_CHOICES = (True, False, "auto")
 
 
 def child_command() -> list[str]:
-    """The command that starts a drawing child process."""
-    return [sys.executable, "-c", _BOOTSTRAP, os.path.dirname(os.path.abspath(__file__))]
+    """The command that starts a drawing process: this module, run with `-m`.
+
+    `-P` keeps the current folder off the child's `sys.path`, so that a user's file
+    named like a module (`matplotlib.py`) cannot shadow it.
+    """
+    return [sys.executable, "-P", "-m", __name__]
+
+
+def _child_environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    # The child never selects a backend: a notebook's MPLBACKEND, which matplotlib
+    # validates on import, is of no use to it. It finds this package where the parent
+    # found it, also when that folder is on the parent's sys.path only.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    return env
 
 
 def matplotlib_formats() -> dict[str, str]:
@@ -88,15 +96,18 @@ class PlotOptions:
     """What to draw and where: `TrainingPlotter`'s arguments, checked once.
 
     The arguments are `TrainingPlotter`'s (see its docstring); they are stored
-    normalised (`directory` a `str`, `modes` a dict, `figsize` a tuple of floats).
+    normalised (`directory` a `str` or `None`, `modes` a dict, `figsize` a tuple of
+    floats).
 
     Raises:
         ImportError: if matplotlib is missing.
         ValueError: for an argument out of range, a file name of a format
-            matplotlib cannot write, or a `snapshot` without an `{epoch}` field.
+            matplotlib cannot write, a `snapshot` without an `{epoch}` field or
+            without a `directory`, or nowhere to draw (no `directory` and
+            `display=False`).
     """
 
-    directory: str | os.PathLike
+    directory: str | os.PathLike | None = None
     filename: str = "training.png"
     snapshot: str | None = None
     every_n_epochs: int = 1
@@ -104,7 +115,7 @@ class PlotOptions:
     yscale: str = "linear"
     modes: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)
     figsize: Sequence[float] | None = None
-    display: bool = False
+    display: bool | str = "auto"
     # The format of `filename` and of `snapshot`, from their extensions.
     formats: dict[str, str] = dataclasses.field(init=False, repr=False, hash=False)
 
@@ -114,6 +125,10 @@ class PlotOptions:
         if self.snapshot is not None:
             formats["snapshot"] = _format_of(self.snapshot, writable, "snapshot")
             self._check_snapshot(self.snapshot)
+            if self.directory is None:
+                raise ValueError(
+                    f"`snapshot` {self.snapshot!r} needs a `directory` to write its files to."
+                )
         every = self.every_n_epochs
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ValueError(f"`every_n_epochs` must be an integer >= 1, but it is {every!r}.")
@@ -132,12 +147,20 @@ class PlotOptions:
             if len(figsize) != 2 or not all(float(v) > 0 for v in figsize):
                 raise ValueError(f"`figsize` must be two positive numbers, but it is {figsize!r}.")
             figsize = (float(figsize[0]), float(figsize[1]))
+        if not any(self.display is choice for choice in DISPLAY_CHOICES):
+            raise ValueError(
+                f"`display` must be True, False or 'auto', but it is {self.display!r}."
+            )
+        if self.directory is None and self.display is False:
+            raise ValueError(
+                "TrainingPlotter(directory=None, display=False) would draw nowhere: pass a "
+                "`directory` for the plot files, or leave `display` on."
+            )
         normalised = {
-            "directory": os.fspath(self.directory),
+            "directory": None if self.directory is None else os.fspath(self.directory),
             "smoothing": float(self.smoothing),
             "modes": modes,
             "figsize": figsize,
-            "display": bool(self.display),
             "formats": formats,
         }
         for name, value in normalised.items():
@@ -155,12 +178,19 @@ class PlotOptions:
         if first == second:
             raise ValueError(f"`snapshot` must contain an {{epoch}} field, but it is {snapshot!r}.")
 
+    def plot_file(self) -> str | None:
+        """The file rewritten at every drawing, or None without a `directory`."""
+        return None if self.directory is None else os.path.join(self.directory, self.filename)
+
     def targets(self, epoch: int, snapshot: bool) -> list[tuple[str, str]]:
-        """The files that a drawing of 0-based `epoch` writes, with their formats."""
-        targets = [(os.path.join(self.directory, self.filename), self.formats["filename"])]
+        """The files that a drawing after the 1-based `epoch` writes, with their formats."""
+        plot_file = self.plot_file()
+        if plot_file is None:
+            return []
+        targets = [(plot_file, self.formats["filename"])]
         if snapshot and self.snapshot:
-            name = self.snapshot.format(epoch=epoch + 1)
-            targets.append((os.path.join(self.directory, name), self.formats["snapshot"]))
+            name = os.path.join(os.path.dirname(plot_file), self.snapshot.format(epoch=epoch))
+            targets.append((name, self.formats["snapshot"]))
         return targets
 
     def check_folders(self) -> None:
@@ -169,7 +199,7 @@ class PlotOptions:
         Raises:
             OSError: naming the folder that cannot be created or written to.
         """
-        for folder in {os.path.dirname(path) for path, _ in self.targets(0, snapshot=True)}:
+        for folder in {os.path.dirname(path) for path, _ in self.targets(1, snapshot=True)}:
             probe = os.path.join(folder, f".keras_extras_probe_{uuid.uuid4().hex[:12]}")
             try:
                 os.makedirs(folder, exist_ok=True)
@@ -177,8 +207,11 @@ class PlotOptions:
                     pass
                 os.unlink(probe)
             except OSError as error:
+                # The probe's name would only confuse: the folder is what to fix.
                 raise OSError(
-                    f"TrainingPlotter cannot write its plots to the folder {folder!r}: {error}"
+                    error.errno,
+                    f"TrainingPlotter cannot write its plots to the folder {folder!r}: "
+                    f"{error.strerror}",
                 ) from error
 
 
@@ -186,10 +219,11 @@ class PlotOptions:
 class Job:
     """One drawing: the options, the history's columns after `epoch`, and the best-epoch modes.
 
-    `batches` holds the `step` and `loss` columns of the history's `batches` table
-    and `epochs` all of its `epochs` table, as float64 copies. `modes` maps a
-    metric to "min" or "max" (what Keras knows, overridden by `options.modes`).
-    `snapshot` asks for the snapshot file too; `png` asks for the PNG in the reply.
+    `epoch` is the 1-based count of the epochs in `epochs`. `batches` holds the
+    `step` and `loss` columns of the history's `batches` table and `epochs` all of
+    its `epochs` table, as float64 copies. `modes` maps a metric to "min" or "max"
+    (what Keras knows, overridden by `options.modes`). `snapshot` asks for the
+    snapshot file too; `png` asks for the PNG in the reply.
     """
 
     options: PlotOptions
@@ -204,7 +238,6 @@ class Job:
     def of(
         cls,
         options: PlotOptions,
-        epoch: int,
         snapshot: bool,
         batches: Mapping[str, Sequence[float]],
         epochs: Mapping[str, Sequence[float]],
@@ -214,7 +247,7 @@ class Job:
         """Copies the columns that the drawing needs, so that training may go on."""
         return cls(
             options,
-            epoch,
+            len(epochs["epoch"]),
             snapshot,
             {k: np.asarray(batches[k], np.float64) for k in ("step", "loss") if k in batches},
             {k: np.asarray(v, np.float64) for k, v in epochs.items()},
@@ -222,19 +255,23 @@ class Job:
             png,
         )
 
+    def files(self) -> list[str]:
+        """The paths this job writes."""
+        return [path for path, _ in self.options.targets(self.epoch, self.snapshot)]
 
-def run_job(drawing: _plotting.Drawing, job: Job) -> bytes | None:
+
+def run_job(figure: TrainingFigure, job: Job) -> bytes | None:
     """Draws one job and writes its files; returns PNG bytes if the job asks."""
     options = job.options
     data = {"batches": job.batches, "epochs": job.epochs}
-    drawing.draw(data, options.smoothing, options.yscale, job.modes, options.figsize)
+    figure.draw(data, options.smoothing, options.yscale, job.modes, options.figsize)
     encoded: dict[str, bytes] = {}
     for path, fmt in options.targets(job.epoch, job.snapshot):
         if fmt not in encoded:
-            encoded[fmt] = drawing.encode(fmt)
+            encoded[fmt] = figure.encode(fmt)
         atomic_write(path, encoded[fmt])
     if job.png:
-        return encoded.get("png") or drawing.encode("png")
+        return encoded.get("png") or figure.encode("png")
     return None
 
 
@@ -247,7 +284,11 @@ def main() -> None:
     # Whatever else prints must not corrupt the replies.
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     jobs = sys.stdin.buffer
-    drawing = None
+    figure = None
+    with contextlib.suppress(Exception):
+        # Importing matplotlib here overlaps with the first epoch; if it fails, the
+        # first job fails with the reason.
+        figure = TrainingFigure()
     while True:
         try:
             job = pickle.load(jobs)
@@ -257,12 +298,19 @@ def main() -> None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                drawing = drawing or _plotting.Drawing()
-                reply["png"] = run_job(drawing, job)
-        except Exception:  # noqa: BLE001 - the parent reports it
-            reply["error"] = traceback.format_exc(limit=4)
+                figure = figure or TrainingFigure()
+                reply["png"] = run_job(figure, job)
+        except Exception as error:  # noqa: BLE001 - the parent reports it
+            reply["error"] = _one_line(error)
         pickle.dump(reply, replies, protocol=pickle.HIGHEST_PROTOCOL)
         replies.flush()
+
+
+def _one_line(error: BaseException) -> str:
+    """`error` and where it was raised, in one line: a warning's worth."""
+    where = traceback.extract_tb(error.__traceback__)[-1:]
+    at = f" (at {where[0].filename}:{where[0].lineno}, in {where[0].name})" if where else ""
+    return "".join(traceback.format_exception_only(error)).strip() + at
 
 
 def _end_child(process: subprocess.Popen, stderr: Any) -> None:
@@ -282,49 +330,73 @@ def _end_child(process: subprocess.Popen, stderr: Any) -> None:
     stderr.close()
 
 
-def only_rewrites_plot_file(job: Job) -> bool:
-    """Whether `job`'s only output is the plot file: no snapshot file, no PNG for a notebook.
+class Clock:
+    """Real time, by which `PlotProcess` measures drawings and rests; tests pass their own."""
 
-    Such a job may wait, or be dropped when a later job rewrites that file.
+    def now(self) -> float:
+        """Seconds on a monotonic clock."""
+        return time.monotonic()
+
+    def wait(self, condition: threading.Condition, seconds: float) -> None:
+        """Waits on `condition`, held by the caller, until notified or `seconds` pass."""
+        condition.wait(seconds)
+
+
+@dataclasses.dataclass(eq=False)
+class Request:
+    """A queued job, with where its PNG and errors go.
+
+    `on_png` and `on_error` are called in the worker thread, inside `context`: the
+    context of the thread that queued the job, so that what they show (in a notebook,
+    the cell's output) goes where that thread's output goes.
     """
-    return len(job.options.targets(job.epoch, job.snapshot)) == 1 and not job.png
+
+    job: Job
+    on_png: Callable[[bytes], None] | None
+    on_error: Callable[[BaseException], None]
+    context: contextvars.Context = dataclasses.field(default_factory=contextvars.copy_context)
+
+    def skippable(self) -> bool:
+        """Whether this drawing may wait, or be dropped for a later one: it writes no snapshot."""
+        return not (self.job.snapshot and self.job.options.snapshot)
+
+    def replaced_by(self, later: Request) -> bool:
+        """Whether `later` redraws everything this request draws, with newer data."""
+        return (
+            self.skippable()
+            and later.job.options.plot_file() == self.job.options.plot_file()
+            and later.on_png == self.on_png
+        )
 
 
-# After each drawing, a job that only rewrites the plot file waits this many times
-# as long as that drawing took, unless `wait` is called: when epochs end faster than
-# figures are drawn, the child draws a quarter of the time at most, on cores that
-# training uses, and the plot file is still redrawn several times a second.
-REST_PER_DRAWING = 3.0
-
-
-class DrawingProcess:
+class PlotProcess:
     """The parent side: a child process fed, one job at a time, by a worker thread.
 
-    Jobs are queued and run in order. One that `only_rewrites_plot_file` is
-    dropped when a later job is queued behind it, and otherwise waits until the
-    child has rested `REST_PER_DRAWING` times as long as its last drawing took.
-    `wait` ends the rest and returns once every job queued so far is written or
-    dropped. Errors never propagate: each is passed to `on_error`, and each PNG a
-    job asked for to `on_png`, both called in the worker thread. The child lives
-    from `start` until `close`, or until this object is garbage-collected or
-    Python exits, whichever comes first.
+    Requests are run in order. One that a later request replaces (same plot file,
+    same PNG receiver, no snapshot) is dropped. When every queued request may be
+    skipped, the next waits until the child has rested `REST_PER_DRAWING` times as
+    long as its last drawing took. `wait` ends the rest and returns once every
+    request queued so far is written or dropped. Errors never propagate: each goes to
+    its request's `on_error`. The child lives from `start` until Python exits, or
+    until this object is garbage-collected.
 
     Args:
-        on_png: Called with the PNG bytes of each job with `png=True`.
-        on_error: Called with each exception.
+        clock: Measures drawings and times rests.
+        command: Returns the command that starts a child.
     """
 
     def __init__(
-        self, on_png: Callable[[bytes], None], on_error: Callable[[BaseException], None]
+        self, clock: Clock | None = None, command: Callable[[], list[str]] = child_command
     ) -> None:
-        self._on_png, self._on_error = on_png, on_error
+        self._clock = clock or Clock()
+        self._command = command
         self._job_lock = threading.Lock()
-        # Notified when a job is queued or a `wait` begins; both end a rest.
+        # Notified when a request is queued or a `wait` begins; both end a rest.
         self._job_added = threading.Condition(self._job_lock)
-        self._jobs: deque[Job] = deque()
+        self._requests: deque[Request] = deque()
         self._worker: threading.Thread | None = None
         self._waiting = 0  # threads in `wait`: no rest while there are any
-        self._rest_until = 0.0  # time.monotonic() before which plot-file jobs wait
+        self._rest_until = -float("inf")  # clock time before which skippable requests wait
         self._process: subprocess.Popen | None = None
         self._stderr: Any = None
         self._finalizer: weakref.finalize | None = None
@@ -337,24 +409,26 @@ class DrawingProcess:
         # A file, not a pipe: nobody has to drain it, and a crash's message can
         # be read back.
         self._stderr = tempfile.TemporaryFile()
-        # The child never selects a backend: a notebook's MPLBACKEND, which
-        # matplotlib validates on import, is of no use to it.
-        env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
         self._process = subprocess.Popen(
-            child_command(),
+            self._command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
-            env=env,
+            env=_child_environment(),
         )
         # Ends the child with this object, or at exit; never refers to `self`.
         self._finalizer = weakref.finalize(self, _end_child, self._process, self._stderr)
         return self._process
 
-    def submit(self, job: Job) -> None:
-        """Queues `job` and returns at once."""
+    def pid(self) -> int | None:
+        """The child's process id while it runs, else None."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    def submit(self, request: Request) -> None:
+        """Queues `request` and returns at once."""
         with self._job_lock:
-            self._jobs.append(job)
+            self._requests.append(request)
             self._job_added.notify_all()
             if self._worker is None:
                 self._worker = threading.Thread(
@@ -363,7 +437,7 @@ class DrawingProcess:
                 self._worker.start()
 
     def wait(self) -> None:
-        """Blocks until every job queued so far is written, without rests."""
+        """Blocks until every request queued so far is written or dropped, without rests."""
         with self._job_lock:
             self._waiting += 1
             self._job_added.notify_all()
@@ -379,7 +453,7 @@ class DrawingProcess:
                 self._waiting -= 1
 
     def close(self) -> None:
-        """Waits for the queued jobs, then ends the child."""
+        """Waits for the queued requests, then ends the child."""
         self.wait()
         finalizer, self._finalizer = self._finalizer, None
         self._process = self._stderr = None
@@ -390,35 +464,33 @@ class DrawingProcess:
         # This thread mostly waits on the child's pipe, without the GIL.
         while True:
             with self._job_lock:
-                job = self._next_job()
-                if job is None:
+                request = self._next_request()
+                if request is None:
                     self._worker = None
                     return
-            started = time.monotonic()
+            started = self._clock.now()
             try:
-                png = self._run(job)
-                if png is not None:
-                    self._on_png(png)
+                png = self._run(request.job)
+                if png is not None and request.on_png is not None:
+                    request.context.run(request.on_png, png)
             except Exception as error:  # noqa: BLE001 - reported on the training thread
-                self._on_error(error)
-            ended = time.monotonic()
+                request.context.run(request.on_error, error)
+            ended = self._clock.now()
             self._rest_until = ended + REST_PER_DRAWING * (ended - started)
 
-    def _next_job(self) -> Job | None:
-        """The job to run next, or None when none is left; called holding the lock."""
-        while self._jobs:
-            job = self._jobs[0]
-            if only_rewrites_plot_file(job):
-                if len(self._jobs) > 1:
-                    # A later job rewrites the same file with more data.
-                    self._jobs.popleft()
-                    continue
-                rest = self._rest_until - time.monotonic()
-                if rest > 0 and not self._waiting:
-                    # Until the rest is over, a job is queued or a `wait` begins.
-                    self._job_added.wait(rest)
-                    continue
-            return self._jobs.popleft()
+    def _next_request(self) -> Request | None:
+        """The request to run next, or None when none is left; called holding the lock."""
+        while self._requests:
+            first = self._requests[0]
+            if any(first.replaced_by(later) for later in list(self._requests)[1:]):
+                self._requests.popleft()
+                continue
+            rest = self._rest_until - self._clock.now()
+            if rest > 0 and not self._waiting and all(r.skippable() for r in self._requests):
+                # Until the rest is over, a request is queued or a `wait` begins.
+                self._clock.wait(self._job_added, rest)
+                continue
+            return self._requests.popleft()
         return None
 
     def _run(self, job: Job) -> bytes | None:
@@ -435,13 +507,12 @@ class DrawingProcess:
             self._stderr.seek(0)
             said = self._stderr.read().decode("utf-8", "replace").strip()[-2000:]
             self._discard()
-            paths = [path for path, _ in job.options.targets(job.epoch, job.snapshot)]
             raise RuntimeError(
-                f"the drawing process stopped (exit code {code}) while writing {paths}"
+                f"the drawing process stopped (exit code {code}) while writing {job.files()}"
                 + (f":\n{said}" if said else "")
             ) from error
         if reply["error"]:
-            raise RuntimeError(f"drawing failed in the drawing process:\n{reply['error']}")
+            raise RuntimeError(reply["error"])
         return reply["png"]
 
     def _discard(self) -> None:
@@ -460,3 +531,20 @@ class DrawingProcess:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
+
+
+_shared: PlotProcess | None = None
+_shared_lock = threading.Lock()
+
+
+def shared() -> PlotProcess:
+    """The drawing process of this Python process, made at the first call."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = PlotProcess()
+        return _shared
+
+
+if __name__ == "__main__":
+    main()

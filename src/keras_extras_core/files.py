@@ -1,8 +1,7 @@
 """The one way this project writes a file that someone may read at any moment.
 
 Used by the package (history exports, plots, the demo's report), the benchmarks, the
-examples and the docs build. It imports nothing but the standard library, so the
-plotting child process can use it without importing Keras.
+examples and the docs build. It imports nothing but the standard library.
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
 """The figure of `keras_extras.TrainingPlotter`, drawn in its drawing process.
 
-`Drawing` draws the `batches` and `epochs` tables of a `LossHistory` on an Agg canvas
-and encodes it as a file; `keras_extras._drawing` runs it in a child process. This
-module imports neither keras nor keras_extras's `__init__`, and only matplotlib's
-object-oriented API (`Figure` on an Agg canvas), never pyplot.
+`TrainingFigure` draws the `batches` and `epochs` tables of a `LossHistory` on an Agg
+canvas and encodes it as a file; `keras_extras_core.plot_process` runs it in a child
+process. It uses only matplotlib's object-oriented API (`Figure` on an Agg canvas),
+never pyplot, so the user's matplotlib state is never touched.
+
+The epoch panels' x axis counts the rows of the epoch table, 1-based: the epochs that
+the history recorded, continuing across `fit` calls, whatever Keras's own `epoch`
+index was (it restarts at 0 in a `fit` without `initial_epoch`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
-INDEX_COLUMNS = ("epoch", "step")
+from keras_extras_core.history import INDEX_COLUMNS
+
+# The resolution of every raster file, and what a PNG says it is.
+DPI = 100
 
 
 def finite(values: Any) -> np.ndarray:
@@ -88,18 +95,20 @@ def _plain_log_formatter() -> Any:
     return PlainLogFormatter(labelOnlyBase=False)
 
 
-class Drawing:
+class TrainingFigure:
     """A figure whose axes and lines are built once and updated in place.
 
     Rebuilding the axes costs as much as drawing them, so they are rebuilt only
-    when the panels change.
+    when the panels change. Each line has a `gid` (`"loss per batch/batch"`,
+    `"<metric>/train"`, `"<metric>/validation"`, `"<metric>/best"`), which an SVG
+    file keeps as the `id` of its group.
     """
 
     def __init__(self) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure()
+        self.figure = Figure(dpi=DPI)
         self._canvas = FigureCanvasAgg(self.figure)
         self._key: Any = None
         self._panels: list[dict[str, Any]] = []
@@ -127,7 +136,8 @@ class Drawing:
             self._build(batch_panel, curves, smoothing, size, (rows, columns))
             self._key = key
         modes = modes or {}
-        x_epochs = finite(epochs["epoch"]) + 1
+        count = len(epochs["epoch"])
+        x_epochs = np.arange(1.0, count + 1.0)
         for panel in self._panels:
             ax = panel["axes"]
             if panel["name"] is None:
@@ -151,9 +161,32 @@ class Drawing:
                     ax.yaxis.set_major_formatter(_plain_log_formatter())
                     ax.yaxis.set_minor_formatter(_plain_log_formatter())
             ax.relim(visible_only=True)
-            ax.autoscale_view()
-            ax.legend(fontsize="small", loc="best")
+            if panel["name"] is None:
+                ax.autoscale_view()
+            else:
+                # Whole epochs, each half an epoch clear of the frame: a single epoch
+                # gets one tick, 1, not a fractional range around it.
+                ax.set_xlim(0.5, max(count, 1) + 0.5)
+                ax.autoscale_view(scalex=False)
+            self._update_legend(panel)
         self.figure.canvas.draw()
+
+    @staticmethod
+    def _update_legend(panel: dict[str, Any]) -> None:
+        """Gives the panel's legend the current labels; rebuilt only when its entries change.
+
+        A new legend costs as much as drawing one, and only the best-epoch label
+        changes from one epoch to the next.
+        """
+        ax = panel["axes"]
+        handles = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+        legend = ax.get_legend()
+        if legend is None or panel.get("legend_handles") != handles:
+            ax.legend(handles=handles, fontsize="small", loc="best")
+            panel["legend_handles"] = handles
+            return
+        for text, line in zip(legend.get_texts(), handles, strict=True):
+            text.set_text(line.get_label())
 
     def _build(
         self,
@@ -184,32 +217,45 @@ class Drawing:
                     linewidth=0.8,
                     alpha=0.35 if smoothing else 1.0,
                     label="batch",
+                    gid="loss per batch/batch",
                 )[0]
             ]
             if smoothing:
                 lines.append(
-                    ax.plot([], [], color="C0", linewidth=1.5, label=f"smoothed ({smoothing:g})")[0]
+                    ax.plot(
+                        [],
+                        [],
+                        color="C0",
+                        linewidth=1.5,
+                        label=f"smoothed ({smoothing:g})",
+                        gid="loss per batch/smoothed",
+                    )[0]
                 )
             ax.set_title("loss per batch", y=1.0)
             ax.set_xlabel("step")
             self._panels.append({"name": None, "axes": ax, "lines": lines})
         for (name, keys), ax in zip(curves, axes, strict=False):
+            kinds = ["validation" if k == f"val_{name}" else "train" for k in keys]
             lines = [
                 ax.plot(
                     [],
                     [],
                     "o-",
-                    color="C1" if k == f"val_{name}" else "C0",
+                    color="C1" if kind == "validation" else "C0",
                     markersize=3,
-                    label="validation" if k == f"val_{name}" else "train",
+                    label=kind,
+                    gid=f"{name}/{kind}",
                 )[0]
-                for k in keys
+                for kind in kinds
             ]
-            best = ax.plot([], [], "*", color="C3", markersize=12)[0]
-            rule = ax.axvline(1.0, color="C3", linestyle=":", linewidth=1)
+            # Behind the curves (zorder 2), so that the point it marks shows inside it.
+            (best,) = ax.plot(
+                [], [], "*", color="C3", markersize=12, zorder=1.5, gid=f"{name}/best"
+            )
+            rule = ax.axvline(1.0, color="C3", linestyle=":", linewidth=1, zorder=1)
             ax.set_title(name, y=1.0)
             ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
             self._panels.append(
                 {"name": name, "axes": ax, "lines": lines, "keys": keys, "best": best, "rule": rule}
             )
@@ -252,7 +298,7 @@ class Drawing:
         """The drawn figure as a file of format `fmt` (png, svg, pdf, ...)."""
         if fmt == "png":
             # The Agg canvas already holds the pixels: encode them, do not redraw.
-            return png_bytes(np.asarray(self._canvas.buffer_rgba()))
+            return png_bytes(np.asarray(self._canvas.buffer_rgba()), self.figure.dpi)
         buffer = io.BytesIO()
         self.figure.savefig(buffer, format=fmt, dpi=self.figure.dpi)
         return buffer.getvalue()
@@ -262,21 +308,24 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def png_bytes(rgba: np.ndarray) -> bytes:
+def png_bytes(rgba: np.ndarray, dpi: float = DPI) -> bytes:
     """An 8-bit RGBA PNG of `rgba`, an array of shape (height, width, 4) and dtype uint8.
 
     Every row unfiltered, then zlib at level 1: a plot is mostly runs of one
     colour, which zlib packs as well without the per-row filter search of a
     general encoder, in about half the time (6 against 15 ms for 1000 x 640).
+    The file states its resolution, `dpi`, in a pHYs chunk, as matplotlib's does.
     """
     height, width, _ = rgba.shape
     rows = np.zeros((height, 1 + 4 * width), np.uint8)  # a leading 0 per row: no filter
     rows[:, 1:] = rgba.reshape(height, 4 * width)
     header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8-bit RGBA
+    per_metre = round(dpi / 0.0254)
     return b"".join(
         [
             b"\x89PNG\r\n\x1a\n",
             _png_chunk(b"IHDR", header),
+            _png_chunk(b"pHYs", struct.pack(">IIB", per_metre, per_metre, 1)),  # 1: metres
             _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)),
             _png_chunk(b"IEND", b""),
         ]
