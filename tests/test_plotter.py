@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 
 import keras_extras
-from keras_extras_core import plot_process
+from keras_extras_core import plot_job, plot_process
 from keras_extras_core.figure import TrainingFigure
 from tests.harness import (
     assert_config_roundtrip,
@@ -724,13 +724,13 @@ def test_the_drawing_code_imports_neither_keras_nor_pyplot(tmp_path):
         f"""
         import sys
         import numpy as np
-        from keras_extras_core import figure, plot_process
-        options = plot_process.PlotOptions({str(tmp_path)!r}, filename="child.png")
-        job = plot_process.Job(
+        from keras_extras_core import figure, plot_job, plot_process  # all of the package
+        options = plot_job.PlotOptions({str(tmp_path)!r}, filename="child.png")
+        job = plot_job.Job(
             options, epoch=2, snapshot=False, modes={{}},
             batches={{"step": np.arange(3.0), "loss": np.ones(3)}},
             epochs={{"epoch": np.arange(2.0), "step": np.arange(2.0), "loss": np.ones(2)}})
-        plot_process.run_job(figure.TrainingFigure(), job)
+        plot_job.run_job(figure.TrainingFigure(), job)
         print(sorted(m for m in ("keras", "tensorflow", "jax", "torch", "matplotlib.pyplot")
                      if m in sys.modules))
         """,
@@ -832,9 +832,9 @@ class Receiver:
 
 
 def request(folder, epoch, receiver, snapshot=False, pattern="at_{epoch}.png"):
-    options = plot_process.PlotOptions(folder, snapshot=pattern, figsize=(epoch, 1.5))
+    options = plot_job.PlotOptions(folder, snapshot=pattern, figsize=(epoch, 1.5))
     epochs = {"epoch": np.arange(float(epoch)), "loss": 1.0 / np.arange(1.0, epoch + 1)}
-    job = plot_process.Job.of(options, snapshot, {}, epochs, {}, png=True)
+    job = plot_job.Job.of(options, snapshot, {}, epochs, {}, png=True)
     return plot_process.Request(job, receiver.show, receiver.errors.append)
 
 

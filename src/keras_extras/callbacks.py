@@ -17,7 +17,8 @@ from keras_extras.metrics import RootMeanSquaredError
 from keras_extras_core import plot_process
 from keras_extras_core.files import atomic_write
 from keras_extras_core.history import MEAN, ROOT_MEAN, HistoryCore
-from keras_extras_core.plot_process import Job, PlotOptions, Request
+from keras_extras_core.plot_job import Job, PlotOptions
+from keras_extras_core.plot_process import Request
 
 _ROOT_MEANS = (keras.metrics.RootMeanSquaredError, RootMeanSquaredError)
 
