@@ -460,9 +460,9 @@ class TrainingPlotter(keras.callbacks.Callback):
         self._draws = self._image is not None or self.directory is not None
         if not self._draws:
             warnings.warn(
-                "TrainingPlotter has nowhere to draw: it has no `directory`, and this "
-                "Python is not a Jupyter kernel (display='auto'). Its history is still "
-                "recorded; pass a `directory` to get the plot as a file.",
+                "TrainingPlotter has nowhere to draw: it has no `directory`, and "
+                f"display={self.display!r} shows nothing outside a Jupyter kernel. Its "
+                "history is still recorded; pass a `directory` to get the plot as a file.",
                 RuntimeWarning,
                 stacklevel=2,
             )
