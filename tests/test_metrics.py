@@ -554,8 +554,10 @@ def test_states_from_separate_processes_merge(tmp_path):
 def test_merge_and_set_state_reject_bad_input():
     with pytest.raises(TypeError, match="MeanSquaredError"):
         keras_extras.RMSE().merge_state([keras.metrics.MeanSquaredError()])
-    with pytest.raises(ValueError, match="hi"):
-        keras_extras.RMSE().set_state({"hi": [1.0, 2.0]})  # the message shows the state
+    # The message shows the state it was given: a key of its own, since the expected
+    # form's own words ("high") would match a key such as "hi".
+    with pytest.raises(ValueError, match=r"got \{'sum_of_squares': \[1\.0, 2\.0\]\}"):
+        keras_extras.RMSE().set_state({"sum_of_squares": [1.0, 2.0]})
 
 
 def test_overflow_gives_inf_like_the_builtin():
