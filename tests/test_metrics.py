@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import keras
@@ -387,6 +388,35 @@ def test_fractional_float_label_raises_eagerly():
     metric = keras_extras.RMSE()
     with pytest.raises(ValueError, match=r"whole numbers.*is 1\.5"):
         metric.update_state(np.array([0.0, 1.5]), np.full((2, 3), 1 / 3, "float32"))
+
+
+@pytest.mark.parametrize(
+    "dtype, label, shown",
+    [
+        ("int32", 3, "3"),
+        ("int32", -1, "-1"),
+        ("uint8", 255, "255"),
+        ("int64", 2**32 + 1, str(2**32 + 1)),  # 1 if narrowed to int32
+        ("float32", 3.0, "3.0"),
+        ("float32", 1.5, "1.5"),
+        ("float32", np.nan, "nan"),
+    ],
+)
+def test_invalid_label_in_a_second_eager_call_raises_and_counts_nothing(dtype, label, shown):
+    """A signature's first eager call runs operation by operation; from the second on,
+    the compiled update runs (jax.jit, tf.function, torch's own operations), a code
+    path of its own. Catches a compiled update that drops, clips or counts a bad label
+    (every other invalid-label test makes a fresh metric's first call)."""
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], "float32")
+    metric = keras_extras.RMSE()
+    metric.update_state(np.array([0, 2], dtype), probs)
+    first = metric.get_state()
+    with pytest.raises(ValueError, match=rf"\[0, 3\).*y_true\[1\] is {re.escape(shown)}\.$"):
+        metric.update_state(np.array([0, label], dtype), probs)
+    assert metric.get_state() == first  # nothing of the refused batch was counted
+    metric.update_state(np.array([1, 0], dtype), probs)  # compiled, and still counting
+    expected = reference_rmse(np.array([0, 2, 1, 0]), np.concatenate([probs, probs]))
+    assert float(metric.result()) == pytest.approx(expected, rel=RTOL)
 
 
 def test_invalid_label_in_compiled_step_gives_nan():
