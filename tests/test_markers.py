@@ -1,4 +1,4 @@
-"""The suite's own markers: what they select, and that a mistake in one is an error."""
+"""The suite's own switches: a mistake in a marker or in the backends to test is an error."""
 
 from __future__ import annotations
 
@@ -53,3 +53,20 @@ def test_a_backends_marker_with_an_unknown_name_or_no_reason_is_an_error(tmp_pat
     assert "test_marked.py::test_no_reason: @pytest.mark.backends needs a reason=" in proc.stderr
     assert "test_marked.py::test_no_backend: unknown backends (none given)" in proc.stderr
     assert "test_fine" not in proc.stderr
+
+
+def test_an_empty_or_misspelt_backend_list_for_the_install_tests_is_an_error():
+    """`make test-install INSTALL_BACKENDS=...` hands the list over as
+    KERAS_EXTRAS_TEST_BACKENDS. Catches the run that, given no backend, skipped every
+    per-backend test and passed."""
+    for value in ("", " ", "tensorfow jax"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--co", "-q"],
+            cwd=TESTS.parent / "tests_install",
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=dict(os.environ, KERAS_EXTRAS_TEST_BACKENDS=value),
+        )
+        assert proc.returncode not in (0, 5), (value, proc.stdout)
+        assert f"KERAS_EXTRAS_TEST_BACKENDS={value!r}: name one or more of" in proc.stdout
