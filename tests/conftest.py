@@ -20,6 +20,10 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
+# The Keras-release legs (`make test-keras`): the same fixed seeds, fewer examples. What
+# they test is how the code meets each Keras's API, which the first examples reach; the
+# arithmetic of many more is the same on every release and `make test` runs it.
+settings.register_profile("matrix", settings.get_profile("ci"), max_examples=10)
 # Exploration: random seeds and more examples, `HYPOTHESIS_PROFILE=dev make test`.
 settings.register_profile(
     "dev",
