@@ -10,6 +10,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 import keras_extras
 
@@ -123,3 +124,24 @@ def test_oldest_constraints_pin_keras_at_the_floor_and_nothing_else_apart():
     assert "tensorflow_cpu" not in oldest  # TensorFlow 2.21 needs keras>=3.12
     different = {k for k in oldest if k != "keras" and oldest[k] != newest.get(k)}
     assert not different, f"constraints-oldest.txt disagrees with constraints.txt on {different}"
+
+
+def test_every_minor_keras_release_is_tested_and_the_install_page_says_which():
+    """The Makefile and .ci/run decide which Keras releases CI tests; docs/install.rst
+    tells users. Catches a minor release left out between the floor and the newest, a
+    release added to the matrix or dropped from it without the page, and a leg that
+    .ci/run no longer runs."""
+    makefile = (ROOT / "Makefile").read_text()
+    releases = re.search(r"^KERAS_RELEASES := (.*)$", makefile, re.M).group(1).split()
+    newest, oldest = _pins("constraints.txt")["keras"], _pins("constraints-oldest.txt")["keras"]
+    tested = sorted({newest, oldest, *releases}, key=Version)
+    assert tested[0] == oldest and tested[-1] == newest
+    minors = [Version(v).minor for v in tested]
+    assert minors == list(range(minors[0], minors[-1] + 1)), tested  # each minor, once
+    page = (ROOT / "docs" / "install.rst").read_text()
+    table = page[page.index("Supported versions") : page.index("Optional extras")]
+    listed = re.findall(r"^(\d+\.\d+\.\d+|keras-nightly)\b", table, re.M)
+    assert listed == [*reversed(tested), "keras-nightly"]
+    commands = set((ROOT / ".ci" / "run").read_text().splitlines())
+    assert {"make test", "make test-oldest", "make test-keras-matrix"} <= commands
+    assert re.search(r"test-keras KERAS=nightly BACKENDS=\"jax torch\"", makefile)
