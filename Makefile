@@ -63,21 +63,23 @@ $(KERAS_STAMP): pyproject.toml constraints-oldest.txt
 # Installs Keras $(1) (a release, or `nightly` for the newest keras-nightly) in
 # .venv-keras and checks that `import keras` gets it: a release by its version, the
 # nightly by its package (its version string is whatever that night's is). keras and
-# keras-nightly install the same files, so both go before either comes. The nightly is pinned like the rest;
-# should it need a newer dependency than constraints-oldest.txt holds, pip's message
-# is printed and it is installed unpinned, so the leg still tests it.
+# keras-nightly install the same files, so both go before either comes. The nightly is
+# pinned like the rest; should it need a newer dependency than constraints-oldest.txt
+# holds, pip's message is printed and it is installed unpinned, so the leg still runs.
 define use-keras
-@set -e; py="env KERAS_BACKEND=jax $(KERAS_VENV)/bin/python"; pip="$$py -m pip --quiet --disable-pip-version-check"; \
+@set -e; py="env KERAS_BACKEND=jax $(KERAS_VENV)/bin/python"; \
+pip="$$py -m pip --quiet --disable-pip-version-check"; \
 if [ "$(1)" = nightly ]; then \
-  $$pip uninstall -y keras keras-nightly; \
+  $$pip uninstall --quiet -y keras keras-nightly; \
   $$pip install --pre -c $(KERAS_CONSTRAINTS) keras-nightly \
     || { echo "keras-nightly needs newer dependencies than constraints-oldest.txt pins;" \
               "installing them unpinned" >&2; $$pip install --pre keras-nightly; }; \
-  ! $$pip show keras >/dev/null 2>&1; \
+  if $$pip show keras >/dev/null 2>&1; then echo "keras is installed too" >&2; exit 1; fi; \
 else \
-  $$pip uninstall -y keras-nightly; \
+  $$pip uninstall --quiet -y keras-nightly; \
   $$pip install -c $(KERAS_CONSTRAINTS) "keras==$(1)"; \
-  test "$$($$py -c 'import keras; print(keras.__version__)')" = "$(1)"; \
+  got=$$($$py -c 'import keras; print(keras.__version__)'); \
+  if [ "$$got" != "$(1)" ]; then echo "import keras gives $$got, not $(1)" >&2; exit 1; fi; \
 fi; \
 $$py -c "import keras, importlib.metadata as m; \
   print('keras', keras.__version__, 'from', m.packages_distributions()['keras'])"
