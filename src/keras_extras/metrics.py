@@ -473,9 +473,9 @@ class RootMeanSquaredError(_ExactMean):
             high, low, any_invalid = _rmse_update(*state, y_true, y_pred, sample_weight)
         # One scalar read back, not the labels; they are copied only to name a bad one.
         if any_invalid is not None and bool(ops.convert_to_numpy(any_invalid)):
-            # Named as given: converted, a large int64 label may have been rounded.
-            _, labels = _align_targets(y_true, y_pred)
-            given = np.reshape(ops.convert_to_numpy(given), labels.shape)
+            # Named as given (converted, a large int64 label may have been rounded), in
+            # the labels' shape: the predictions' without the class axis.
+            given = np.reshape(ops.convert_to_numpy(given), tuple(y_pred.shape[:-1]))
             raise _label_error(given, int(y_pred.shape[-1]))
         self._assign_pair(high, low)
 
