@@ -14,7 +14,7 @@ BACKEND_PACKAGES := tensorflow-cpu jax[cpu] torch
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: venv test test-backend test-oldest demo docs docs-pictures bench bench-quick lint clean typecheck test-install
+.PHONY: venv test test-backend test-oldest test-keras test-keras-matrix demo docs docs-pictures bench bench-quick lint clean typecheck test-install
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,30 +27,96 @@ venv: $(STAMP)
 # One full pytest run per backend; any failure (or a run that collects nothing,
 # pytest's exit code 5) stops make with an error.
 test: $(STAMP)
+	$(if $(strip $(BACKENDS)),,$(error BACKENDS is empty))
 	@set -e; for b in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$b"; \
 	  KERAS_BACKEND=$$b $(BIN)/python -m pytest $(PYTEST_ARGS); \
 	done
 
-# The oldest Keras that pyproject.toml admits, in its own .venv-oldest pinned by
-# constraints-oldest.txt. TensorFlow 2.21 needs keras>=3.12, so this leg runs the whole
-# suite on JAX, then CustomModel and the callbacks on torch.
-OLDEST_VENV := .venv-oldest
-OLDEST_STAMP := $(OLDEST_VENV)/.installed-stamp
-OLDEST_TORCH_TESTS := tests/test_models.py tests/test_models_workflows.py tests/test_callbacks.py
+# --- Keras releases: one environment, .venv-keras, with JAX and torch (no TensorFlow:
+# 2.21 needs keras>=3.12), pinned by constraints-oldest.txt; each target first swaps in
+# the Keras it tests. docs/install.rst lists what each leg runs.
 
-$(OLDEST_STAMP): pyproject.toml constraints-oldest.txt
-	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
-	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(OLDEST_VENV)/bin/python -m pip install --quiet -c constraints-oldest.txt -e ".[dev]" jax[cpu] torch
+# The suite's files that exercise Keras's API: the components, their steps and the
+# private Keras names behind them. Run on every Keras release CI covers.
+CORE_TESTS := tests/test_metrics.py tests/test_rmse_in_models.py tests/test_models.py \
+  tests/test_models_workflows.py tests/test_layers.py tests/test_callbacks.py \
+  tests/test_history.py tests/test_keras_internals.py tests/conformance
+# The latest patch of every minor release between the floor (make test-oldest) and the
+# newest (make test, constraints.txt); `make test-keras-matrix` runs each on JAX, and
+# keras-nightly on JAX and torch.
+KERAS_RELEASES := 3.11.3 3.12.4 3.13.2 3.14.1
+KERAS_VENV := .venv-keras
+KERAS_STAMP := $(KERAS_VENV)/.installed-stamp
+KERAS_PIP := $(KERAS_VENV)/bin/python -m pip
+# constraints-oldest.txt without its keras line, so that any Keras can be installed.
+KERAS_CONSTRAINTS := $(KERAS_VENV)/constraints-but-keras.txt
+FLOOR_KERAS := $(shell sed -n 's/^keras==//p' constraints-oldest.txt)
+
+$(KERAS_STAMP): pyproject.toml constraints-oldest.txt
+	test -x $(KERAS_VENV)/bin/python || $(PYTHON) -m venv $(KERAS_VENV)
+	$(KERAS_PIP) install --quiet --upgrade pip
+	$(KERAS_PIP) install --quiet -c constraints-oldest.txt -e ".[dev]" jax[cpu] torch
+	grep -v '^keras==' constraints-oldest.txt > $(KERAS_CONSTRAINTS)
 	touch $@
 
-test-oldest: $(OLDEST_STAMP)
+# Installs Keras $(1) (a release, or `nightly` for the newest keras-nightly) in
+# .venv-keras and checks that `import keras` gets it: a release by its version, the
+# nightly by its package (its version string is whatever that night's is). keras and
+# keras-nightly install the same files, so both go before either comes. The nightly is
+# pinned like the rest; should it need a newer dependency than constraints-oldest.txt
+# holds, pip's message is printed and it is installed unpinned, so the leg still runs.
+define use-keras
+@set -e; py="env KERAS_BACKEND=jax $(KERAS_VENV)/bin/python"; \
+pip="$$py -m pip --quiet --disable-pip-version-check"; \
+if [ "$(1)" = nightly ]; then \
+  $$pip uninstall --quiet -y keras keras-nightly; \
+  $$pip install --pre -c $(KERAS_CONSTRAINTS) keras-nightly \
+    || { echo "keras-nightly needs newer dependencies than constraints-oldest.txt pins;" \
+              "installing them unpinned" >&2; $$pip install --pre keras-nightly; }; \
+  if $$pip show keras >/dev/null 2>&1; then echo "keras is installed too" >&2; exit 1; fi; \
+else \
+  $$pip uninstall --quiet -y keras-nightly; \
+  $$pip install -c $(KERAS_CONSTRAINTS) "keras==$(1)"; \
+  got=$$($$py -c 'import keras; print(keras.__version__)'); \
+  if [ "$$got" != "$(1)" ]; then echo "import keras gives $$got, not $(1)" >&2; exit 1; fi; \
+fi; \
+$$py -c "import keras, importlib.metadata as m; \
+  print('keras', keras.__version__, 'from', m.packages_distributions()['keras'])"
+endef
+
+# The oldest Keras that pyproject.toml admits (constraints-oldest.txt): the whole suite
+# on JAX, the core suite on torch.
+test-oldest: $(KERAS_STAMP)
+	$(call use-keras,$(FLOOR_KERAS))
 	@set -e; \
-	echo "=== oldest Keras, KERAS_BACKEND=jax"; \
-	KERAS_BACKEND=jax $(OLDEST_VENV)/bin/python -m pytest $(PYTEST_ARGS); \
-	echo "=== oldest Keras, KERAS_BACKEND=torch"; \
-	KERAS_BACKEND=torch $(OLDEST_VENV)/bin/python -m pytest $(PYTEST_ARGS) $(OLDEST_TORCH_TESTS)
+	echo "=== Keras $(FLOOR_KERAS) (oldest), KERAS_BACKEND=jax"; \
+	KERAS_BACKEND=jax $(KERAS_VENV)/bin/python -m pytest $(PYTEST_ARGS); \
+	echo "=== Keras $(FLOOR_KERAS) (oldest), KERAS_BACKEND=torch"; \
+	KERAS_BACKEND=torch $(KERAS_VENV)/bin/python -m pytest $(PYTEST_ARGS) $(CORE_TESTS)
+
+# The core suite on one Keras: `make test-keras KERAS=3.12.4 BACKENDS=jax`, or
+# KERAS=nightly. BACKENDS may name jax and torch, both if it is not given (there is no
+# TensorFlow here). Hypothesis runs its "matrix" profile (tests/conftest.py) unless
+# HYPOTHESIS_PROFILE says otherwise.
+KERAS_BACKENDS = $(if $(filter file,$(origin BACKENDS)),jax torch,$(BACKENDS))
+test-keras: $(KERAS_STAMP)
+	$(if $(KERAS),,$(error KERAS is not set: make test-keras KERAS=3.12.4 BACKENDS=jax))
+	$(if $(strip $(KERAS_BACKENDS)),,$(error BACKENDS is empty))
+	$(if $(filter-out jax torch,$(KERAS_BACKENDS)),$(error .venv-keras has jax and torch only, not: $(filter-out jax torch,$(KERAS_BACKENDS))))
+	$(call use-keras,$(KERAS))
+	@set -e; for b in $(KERAS_BACKENDS); do \
+	  echo "=== Keras $(KERAS), KERAS_BACKEND=$$b"; \
+	  KERAS_BACKEND=$$b HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-matrix} \
+	    $(KERAS_VENV)/bin/python -m pytest $(PYTEST_ARGS) $(CORE_TESTS); \
+	done
+
+# CI's matrix: every release in KERAS_RELEASES on JAX, then keras-nightly on JAX and torch.
+test-keras-matrix: $(KERAS_STAMP)
+	@set -e; for k in $(KERAS_RELEASES); do \
+	  $(MAKE) --no-print-directory test-keras KERAS=$$k BACKENDS=jax; \
+	done; \
+	$(MAKE) --no-print-directory test-keras KERAS=nightly BACKENDS="jax torch"
 
 # Benchmarks against the Keras built-ins, one process per backend (and per device, CPU
 # then a CUDA GPU if the backend sees one): benchmarks/results/<device>-<backend>.json,
@@ -100,8 +166,9 @@ typecheck: $(STAMP)
 # the README's commands run as written. pip's cache is reused. INSTALL_BACKENDS limits it.
 INSTALL_BACKENDS ?= $(BACKENDS)
 test-install: $(STAMP)
+	$(if $(strip $(INSTALL_BACKENDS)),,$(error INSTALL_BACKENDS is empty))
 	KERAS_EXTRAS_TEST_BACKENDS="$(INSTALL_BACKENDS)" \
 	  $(BIN)/python -m pytest tests_install -p no:cacheprovider --durations=0
 
 clean:
-	rm -rf $(VENV) $(OLDEST_VENV) docs/_build .pytest_cache .hypothesis keras-extras-demo
+	rm -rf $(VENV) $(KERAS_VENV) docs/_build .pytest_cache .hypothesis keras-extras-demo

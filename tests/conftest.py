@@ -20,6 +20,10 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
+# The Keras-release legs (`make test-keras`): the same fixed seeds, fewer examples. What
+# they test is how the code meets each Keras's API, which the first examples reach; the
+# arithmetic of many more is the same on every release and `make test` runs it.
+settings.register_profile("matrix", settings.get_profile("ci"), max_examples=10)
 # Exploration: random seeds and more examples, `HYPOTHESIS_PROFILE=dev make test`.
 settings.register_profile(
     "dev",
@@ -30,6 +34,11 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+# The backends Keras 3 runs on. A name outside them (a typo such as "tensorfow") would
+# skip its test on every backend, so it is an error, as a missing reason is.
+KERAS_BACKENDS = ("tensorflow", "jax", "torch", "numpy", "openvino")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -37,14 +46,26 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    problems = []
+    for item in items:
+        for marker in item.iter_markers("backends"):
+            unknown = [name for name in marker.args if name not in KERAS_BACKENDS]
+            if unknown or not marker.args:
+                problems.append(f"{item.nodeid}: unknown backends {unknown or '(none given)'}")
+            if not marker.kwargs.get("reason"):
+                problems.append(f"{item.nodeid}: @pytest.mark.backends needs a reason=")
+    if problems:
+        raise pytest.UsageError(
+            f"@pytest.mark.backends takes names of {KERAS_BACKENDS} and a reason:\n  "
+            + "\n  ".join(problems)
+        )
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     marker = item.get_closest_marker("backends")
-    if marker is None:
-        return
-    reason = marker.kwargs.get("reason")
-    if not reason:
-        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.backends needs a reason=")
-    if BACKEND not in marker.args:
+    if marker is not None and BACKEND not in marker.args:
+        reason = marker.kwargs["reason"]
         pytest.skip(f"only on {', '.join(marker.args)} (running {BACKEND}): {reason}")
 
 

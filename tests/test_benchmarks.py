@@ -417,8 +417,33 @@ def test_report_without_results_says_so(tmp_path):
         assert image.format == "PNG"
 
 
+def test_a_case_whose_component_is_missing_or_skipped_is_recorded_as_such():
+    """Results of an older keras_extras (without a component) or of quick mode are
+    records that say why, and nothing is measured for them."""
+    from benchmarks import cases
+
+    def measure():
+        raise AssertionError("measured")
+
+    args = ("x/1", "X", "keras.A", "keras_extras.B", 1.05, {}, measure)
+    missing = cases._record(*args, needs="NoSuchComponent")
+    assert (missing["status"], missing["reason"]) == (
+        "not available",
+        "keras_extras.NoSuchComponent does not exist in this version.",
+    )
+    skipped = cases._record(*args, needs="RMSE", skip="why not")
+    assert (skipped["status"], skipped["reason"]) == ("skipped", "why not")
+
+
 def _finite_positive(x):
     return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def keras_default_jit_compile() -> bool:
+    """What `compile()` picks for `jit_compile="auto"` here, asked of Keras itself."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(loss="mse")
+    return bool(model.jit_compile)
 
 
 def test_quick_run_writes_valid_results(tmp_path):
@@ -462,6 +487,8 @@ def test_quick_run_writes_valid_results(tmp_path):
     assert machine["versions"][BACKEND] in installed
 
     records = {r["id"]: r for r in result["results"]}
+    # Quick mode times only the jit_compile setting that Keras would pick here.
+    skipped = f"training_step/jit_{'off' if keras_default_jit_compile() else 'on'}"
     expected = {
         f"metric_update/{kind}/{mode}/batch_32"
         for kind in ("dense", "sparse")
@@ -478,45 +505,24 @@ def test_quick_run_writes_valid_results(tmp_path):
         "layer/ScheduledDropout",
     }
     assert set(records) == expected
-    needs = {
-        "training_step": "CustomModel",
-        "callback/LossHistory": "LossHistory",
-        "callback/TrainingPlotter": "TrainingPlotter",
-        "layer/ScheduledDropout": "ScheduledDropout",
-    }
     for case_id, record in records.items():
-        component = next((c for prefix, c in needs.items() if case_id.startswith(prefix)), None)
-        if component is not None and not hasattr(keras_extras, component):
-            assert record["status"] == "not available", case_id
-            assert component in record["reason"]
-            continue
-        if record["status"] == "skipped":
-            # Only the jit_compile setting that Keras would not pick here.
-            assert case_id.startswith("training_step/"), case_id
+        if case_id == skipped:
+            assert record["status"] == "skipped", case_id
+            assert record["reason"] == "quick mode runs Keras's default jit_compile only."
             continue
         assert record["status"] == "ok", (case_id, record.get("reason"))
+        # Two counted samples a side. The statistics made of them are checked against
+        # NumPy on a fake clock (test_compare_*); here, only that they were measured.
         for side in ("a", "b"):
             times = record[side]["times_s"]
             assert len(times) == 2 and all(_finite_positive(t) for t in times)
-            assert record[side]["median_s"] == pytest.approx(statistics.median(times))
-            assert record[side]["min_s"] == min(times) and record[side]["max_s"] == max(times)
-            assert record[side]["samples_per_s"] == pytest.approx(
-                record["work_per_sample"] / record[side]["median_s"]
-            )
-        ratios = [
-            b / a for a, b in zip(record["a"]["times_s"], record["b"]["times_s"], strict=True)
-        ]
-        assert record["ratios"] == pytest.approx(ratios)
-        assert record["ratio_median"] == pytest.approx(statistics.median(ratios))
-        assert record["target_met"] == (
-            None if record["target"] is None else record["ratio_median"] <= record["target"]
-        )
+        assert len(record["ratios"]) == 2 and all(_finite_positive(r) for r in record["ratios"])
         if case_id.startswith("callback/"):
             # One begin-plus-end time per fit with the callback: warm-up and counted.
             fixed = record["fixed_s"]["times_s"]
             assert len(fixed) == 1 + len(record["b"]["times_s"])
             assert all(_finite_positive(t) for t in fixed)
-            assert record["fixed_s"]["median_s"] == pytest.approx(statistics.median(fixed))
+            assert record["fixed_s"]["median_s"] == pytest.approx(float(np.median(fixed)))
     scaling = result["scaling"]
     copy = scaling["copy"]
     assert copy["moved_bytes"] == 2 * copy["bytes"]
@@ -543,10 +549,7 @@ def test_quick_run_writes_valid_results(tmp_path):
         assert _finite_positive(point["reference_s"]) and _finite_positive(point["ours_s"])
         assert point["updates_per_sample"] >= 2
 
-    statuses = {r["status"] for r in records.values()}
-    assert statuses <= {"ok", "not available", "skipped"}
-    skipped = [i for i, r in records.items() if r["status"] == "skipped"]
-    assert len(skipped) <= 1
+    assert [i for i, r in records.items() if r["status"] != "ok"] == [skipped]
 
     report.write_report(tmp_path)
     markdown = (tmp_path / "README.md").read_text()

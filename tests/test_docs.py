@@ -300,11 +300,35 @@ MISSING_BACKENDS = [
 MODULES = [name for name in ALL_MODULES if name not in MISSING_BACKENDS]
 
 
+def _functions_called_on_backend_steps() -> set[str]:
+    """The names keras_extras calls on `backend_steps()`, the module of the backend."""
+    names = set()
+    for path in (ROOT / "src" / "keras_extras").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Call):
+                function = node.value.func
+                if getattr(function, "attr", getattr(function, "id", None)) == "backend_steps":
+                    names.add(node.attr)
+    return names
+
+
 @pytest.mark.parametrize("name", [name for name in ALL_MODULES if name.startswith(_STEPS)])
-def test_step_module_imports_where_its_backend_is_installed(name):
+def test_step_module_has_the_functions_the_dispatch_calls_and_no_others(name):
+    """docs/contributing.rst: each backend's module has the same functions, and nothing
+    else. Catches a module without one that keras_extras calls on it, which fails only
+    once that backend trains, and a public function that no caller reaches."""
     if name in MISSING_BACKENDS:
         pytest.skip(f"{name}'s docstrings not run: {name.removeprefix(_STEPS)} is not installed")
-    importlib.import_module(name)
+    module = importlib.import_module(name)
+    public = {
+        attribute
+        for attribute, value in vars(module).items()
+        if attribute[0] != "_"
+        and callable(value)
+        and not inspect.isclass(value)
+        and getattr(value, "__module__", None) == name  # defined there, not imported
+    }
+    assert public == _functions_called_on_backend_steps()
 
 
 def _docstring_tests():

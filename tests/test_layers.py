@@ -72,6 +72,20 @@ class Cosine(DropoutSchedule):
         return {"steps": self.steps}
 
 
+@keras.saving.register_keras_serializable(package="tests")
+class Overshoot(DropoutSchedule):
+    """A user's schedule that leaves [0, 1]: `scale * step - shift`."""
+
+    def __init__(self, scale: float = 1.0, shift: float = 0.0) -> None:
+        self.scale, self.shift = scale, shift
+
+    def __call__(self, step):
+        return self.scale * keras.ops.cast(step, "float32") - self.shift
+
+    def get_config(self):
+        return {"scale": self.scale, "shift": self.shift}
+
+
 class ZeroFraction(keras.layers.Layer):
     """Records, in training, the fraction of zeros in the last batch it saw."""
 
@@ -294,6 +308,26 @@ def test_custom_registered_schedule():
     np.testing.assert_allclose(float(layer.current_rate), 0.4, rtol=1e-6)
     clone = assert_config_roundtrip(layer)
     assert isinstance(clone.schedule, Cosine) and clone.schedule.steps == 10
+
+
+@pytest.mark.parametrize("step, fraction", [(0, 0.0), (3, 1.0)])
+def test_a_schedule_outside_0_1_is_clipped(step, fraction):
+    """DropoutSchedule's promise: the layer drops `rate * clip(schedule(step), 0, 1)`, so
+    the rate never leaves [0, rate]. The schedule gives -0.5 at step 0 and 2.5 at step 3:
+    no drop at all, then exactly `rate`."""
+    rate = 0.6
+    layer = ScheduledDropout(rate, schedule=Overshoot(scale=1.0, shift=0.5), seed=5)
+    layer.iterations.assign(step)
+    assert float(layer.current_rate) == pytest.approx(rate * fraction)
+    x = np.ones((400, 500), dtype="float32")
+    y = numpy(layer(x, training=True))
+    p, n = rate * fraction, x.size
+    dropped = int((y == 0).sum())
+    if p == 0:
+        np.testing.assert_array_equal(y, x)
+    else:
+        assert abs(dropped - n * p) <= SIGMAS * math.sqrt(n * p * (1 - p)), (dropped / n, p)
+        np.testing.assert_allclose(y[y != 0], 1 / (1 - p), rtol=1e-6)
 
 
 # --- The counter ------------------------------------------------------------------

@@ -394,18 +394,26 @@ def run(strategy, cls, initial):
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy", keras_extras.RMSE()],
         )
+    # Short last batches (192 = 80 + 80 + 32, 64 = 48 + 16): each batch's loss counts
+    # by its size.
     history = model.fit(
-        x, y, batch_size=64, epochs=2, validation_data=(x_val, y_val), shuffle=False, verbose=0
+        x, y, batch_size=80, epochs=2, validation_data=(x_val, y_val), validation_batch_size=48,
+        shuffle=False, verbose=0,
     )
-    evaluation = model.evaluate(x_val, y_val, batch_size=64, verbose=0, return_dict=True)
+    evaluation = model.evaluate(x_val, y_val, batch_size=48, verbose=0, return_dict=True)
     return initial, {"history": history.history, "evaluate": evaluation,
                      "replicas": strategy.num_replicas_in_sync}
 
 
 mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 results = {}
-for name, cls in [("default", keras_extras.CustomModel), ("classic", classic_subclass())]:
-    initial, results[name + "_single"] = run(tf.distribute.get_strategy(), cls, None)
+initial = None  # keras.Model's initial weights, given to every model after it
+for name, cls in [
+    ("keras", keras.Model),
+    ("default", keras_extras.CustomModel),
+    ("classic", classic_subclass()),
+]:
+    initial, results[name + "_single"] = run(tf.distribute.get_strategy(), cls, initial)
     _, results[name + "_mirrored"] = run(mirrored, cls, initial)
 print(json.dumps(results))
 """
@@ -413,19 +421,23 @@ print(json.dumps(results))
 
 @pytest.mark.backends("tensorflow", reason="tf.distribute exists on the TensorFlow backend only")
 def test_mirrored_strategy_reports_the_single_device_loss():
+    """Against keras.Model's run on one device, from the same weights. Catches a loss
+    reported per replica (halved), or summed over the replicas (doubled), in either
+    CustomModel step, and a regularisation loss counted once per replica."""
     # A fresh process: logical devices must be set before TensorFlow starts.
     results = json.loads(run_in_fresh_process(MIRRORED).strip().splitlines()[-1])
-    for step in ("default", "classic"):
-        single, mirrored = results[step + "_single"], results[step + "_mirrored"]
-        assert (single["replicas"], mirrored["replicas"]) == (1, 2)
-        assert sorted(single["history"]) == sorted(mirrored["history"])
-        for key, values in single["history"].items():
-            np.testing.assert_allclose(mirrored["history"][key], values, rtol=1e-5, err_msg=key)
-        for key, value in single["evaluate"].items():
-            assert math.isclose(mirrored["evaluate"][key], value, rel_tol=1e-5), key
-    # Both steps, on one device, report the same loss.
-    np.testing.assert_allclose(
-        results["classic_single"]["history"]["loss"],
-        results["default_single"]["history"]["loss"],
-        rtol=1e-5,
+    reference = results["keras_single"]
+    assert sorted(reference["history"]) == sorted(
+        ["loss", "accuracy", "rmse", "val_loss", "val_accuracy", "val_rmse"]
     )
+    for model in ("keras", "default", "classic"):
+        single, mirrored = results[model + "_single"], results[model + "_mirrored"]
+        assert (single["replicas"], mirrored["replicas"]) == (1, 2)
+        for run in (single, mirrored):
+            assert sorted(run["history"]) == sorted(reference["history"])
+            for key in reference["history"]:
+                np.testing.assert_allclose(
+                    run["history"][key], reference["history"][key], rtol=1e-5, err_msg=key
+                )
+            for key, value in reference["evaluate"].items():
+                assert math.isclose(run["evaluate"][key], value, rel_tol=1e-5), key

@@ -10,11 +10,7 @@ same loop in one process (`examples/torch_distributed_evaluation.py`).
 
 from __future__ import annotations
 
-import re
-import time
-
 import harness
-import keras
 import numpy as np
 import pytest
 from harness import MARGIN, load_example, read_json, run_example
@@ -31,12 +27,16 @@ def numpy_rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 JAX_ONLY = "jax.distributed and keras.distribution across processes run on JAX"
 
 
-# Keras 3.10 (the oldest supported) refuses NumPy input under a multi-process distribution
-# ("the data must be provided as a `tf.data.Dataset`"), and that leg has no TensorFlow;
-# these tests were checked on Keras 3.15.1.
+# Keras 3.10.0's fit, under a distribution across processes, refuses NumPy input whatever
+# `auto_shard_dataset` says: "ValueError: When using multi-worker distribution, the data
+# must be provided as a `tf.data.Dataset` instance. Received: type(x)=<class
+# 'numpy.ndarray'>" (keras/src/trainers/data_adapters/__init__.py), in both tests. Keras
+# 3.11.0 accepts any input with `auto_shard_dataset = False` (keras-team/keras#21430);
+# both tests pass on 3.11.0, 3.11.3, 3.12.4, 3.13.2, 3.14.1, 3.15.1 and keras-nightly.
 OLD_KERAS_MULTIPROCESS = pytest.mark.skipif(
-    tuple(int(p) for p in keras.__version__.split(".")[:2]) < (3, 15),
-    reason="Keras before 3.15 needs tf.data input for multi-process JAX fit",
+    harness.KERAS_VERSION < (3, 11),
+    reason="Keras 3.10 refuses NumPy input under a multi-process distribution "
+    "(needs a tf.data.Dataset; keras-team/keras#21430, in 3.11.0)",
 )
 
 
@@ -115,19 +115,22 @@ def assert_dropout_counts_global_batches_and_resumes(reference: dict, workers: d
 @OLD_KERAS_MULTIPROCESS
 @pytest.mark.multiprocess
 @pytest.mark.backends("jax", reason=JAX_ONLY)
-def test_jax_dead_process_is_reported_within_seconds(tmp_path):
+def test_jax_dead_process_is_reported_and_the_other_stopped(tmp_path):
     launcher = load_example("jax_multiprocess")
     processes = launcher.launch(str(tmp_path), ("--crash-after-batch", "1"), reference=False)
     with processes:
+        # The timeout is for a hang only: a launcher that waited for it would report
+        # "still running after 900 s", not the exit.
         with pytest.raises(launcher.WorkerFailed, match="worker1 exited with status 3") as info:
-            processes.wait(timeout=300)
-        reported = time.time()
-    # Worker 0 waits inside the next step's collective for a peer that is gone.
-    exited = float(re.search(r"worker 1: exiting at ([\d.]+)", str(info.value)).group(1))
-    assert reported - exited < 5, f"the exit was reported after {reported - exited:.1f} s"
-    # Worker 0 was killed by the launcher, unless the failed collective ended it first.
-    assert all(p.returncode is not None for p in processes.processes)
-    assert processes.processes[1].returncode == 3
+            processes.wait(timeout=900)
+        # Worker 0 waited inside the next step's collective for a peer that was gone:
+        # wait() stopped it (unless the failed collective ended it first), before
+        # this block's exit would, and it never finished training.
+        assert processes.processes[0].returncode not in (None, 0)
+        assert processes.processes[1].returncode == 3
+    assert not (tmp_path / "worker0.json").exists()
+    # Worker 1 exited where it was told to, and the report carries its last words.
+    assert "worker 1: exiting at " in str(info.value)
 
 
 @pytest.mark.multiprocess

@@ -38,6 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 ALL_BACKENDS = ("tensorflow", "jax", "torch")
 BACKENDS = os.environ.get("KERAS_EXTRAS_TEST_BACKENDS", " ".join(ALL_BACKENDS)).split()
+# An empty list would leave the per-backend tests with no parameters, skipped, and the
+# run green; a misspelt name would build an environment for no backend.
+if not BACKENDS or set(BACKENDS) - set(ALL_BACKENDS):
+    raise pytest.UsageError(
+        f"KERAS_EXTRAS_TEST_BACKENDS={os.environ.get('KERAS_EXTRAS_TEST_BACKENDS')!r}: "
+        f"name one or more of {', '.join(ALL_BACKENDS)}"
+    )
 # What TensorFlow prints on import unless the command silences it.
 TF_BANNER = re.compile(r"oneDNN|absl::InitializeLog|cpu_feature_guard|cudart_stub|cuInit")
 

@@ -6,7 +6,8 @@ keras_extras uses public `keras.*` API only (tests/test_keras_internals.py check
 When a new Keras breaks one of these, it is fixed here, once.
 
 Checked on: Keras 3.10.0 (the floor in pyproject.toml, `make test-oldest`) and 3.15.1
-(constraints.txt).
+(constraints.txt); since then CI also runs them on the latest patch of every minor
+release in between and on keras-nightly (`make test-keras-matrix`, docs/install.rst).
 """
 
 from __future__ import annotations

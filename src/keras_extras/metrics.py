@@ -448,6 +448,7 @@ class RootMeanSquaredError(_ExactMean):
                 eager call.
         """
         y_pred = ops.convert_to_tensor(y_pred, dtype=self.dtype)
+        given = y_true
         y_true = _convert_targets(y_true, self.dtype)
         if sample_weight is not None:
             sample_weight = ops.convert_to_tensor(sample_weight, dtype=self.dtype)
@@ -472,8 +473,10 @@ class RootMeanSquaredError(_ExactMean):
             high, low, any_invalid = _rmse_update(*state, y_true, y_pred, sample_weight)
         # One scalar read back, not the labels; they are copied only to name a bad one.
         if any_invalid is not None and bool(ops.convert_to_numpy(any_invalid)):
-            _, labels = _align_targets(y_true, y_pred)
-            raise _label_error(labels, int(y_pred.shape[-1]))
+            # Named as given (converted, a large int64 label may have been rounded), in
+            # the labels' shape: the predictions' without the class axis.
+            given = np.reshape(ops.convert_to_numpy(given), tuple(y_pred.shape[:-1]))
+            raise _label_error(given, int(y_pred.shape[-1]))
         self._assign_pair(high, low)
 
     def reset_state(self) -> None:
