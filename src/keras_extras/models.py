@@ -48,6 +48,44 @@ class _CompiledMetrics:
             compile_metrics.update_state(y, y_pred, sample_weight)
 
 
+_FUNCTIONAL_VARIANTS: dict[type, type] = {}
+
+
+def _functional_variant(cls: type) -> type:
+    """`cls` with Keras's functional class among its bases, made once per class.
+
+    Keras builds `SubclassOfModel(inputs, outputs)` by rewriting the `__bases__` of
+    the subclass and of all its parents, for good: after one functional `CustomModel`,
+    every later `class M(CustomModel)` with its own `__init__` would fail. The instance
+    gets this separate class instead, which carries the name of `cls`, so that
+    summaries, `get_config`, `.keras` files and pickles show `cls`, and loading gives
+    `cls` back.
+    """
+    if cls not in _FUNCTIONAL_VARIANTS:
+        unpickle = _keras_internals.unpickler(cls)
+
+        def __reduce__(self: Any) -> tuple:
+            # Pickle finds a class by its name, which is `cls`'s: unpickle through `cls`.
+            return unpickle, keras.Model.__reduce__(self)[1]
+
+        variant = type(
+            cls.__name__,
+            (cls, _keras_internals.functional_class()),
+            {"__module__": cls.__module__, "__reduce__": __reduce__},
+        )
+        variant.__qualname__ = cls.__qualname__
+        registered = keras.saving.get_registered_name(cls)
+        if ">" in registered:
+            # Saving looks up the variant's name; registering it takes over the name,
+            # which loading must map back to `cls`.
+            package, name = registered.split(">", 1)
+            register = keras.saving.register_keras_serializable(package=package, name=name)
+            register(variant)
+            register(cls)
+        _FUNCTIONAL_VARIANTS[cls] = variant
+    return _FUNCTIONAL_VARIANTS[cls]
+
+
 @export
 class CustomModel(keras.Model):
     """A `keras.Model` with its own training step, correct on every backend.
@@ -156,11 +194,12 @@ class CustomModel(keras.Model):
     _step_records_loss = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if _functional_arguments(args, kwargs) and not _keras_internals.is_functional(self):
+        functional = _keras_internals.functional_class()
+        if _functional_arguments(args, kwargs) and not isinstance(self, functional):
             # Where keras.Model would rewrite the bases of this class and its
             # parents, only this instance becomes functional.
-            self.__class__ = _keras_internals.functional_variant(type(self))
-            _keras_internals.init_functional(self, *args, **kwargs)
+            self.__class__ = _functional_variant(type(self))
+            functional.__init__(self, *args, **kwargs)
         else:
             super().__init__(*args, **kwargs)
 
