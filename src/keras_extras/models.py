@@ -435,6 +435,24 @@ class CustomModel(keras.Model):
         """Whether `transform_gradients` is overridden, so that the step must call it."""
         return type(self).transform_gradients is not CustomModel.transform_gradients
 
+    def _overrides_train_step(self) -> bool:
+        """Whether a subclass has its own `train_step`, which may not call this class's."""
+        return type(self).train_step is not CustomModel.train_step
+
+    def _unrecorded_loss(
+        self, x: Any, y: Any, y_pred: Any, sample_weight: Any, training: bool
+    ) -> Any:
+        """`compute_loss`, for a step that records the loss itself.
+
+        A `compute_loss` override may call `compiled_loss`, which records its own
+        value outside a step; the flag keeps that from counting the batch twice.
+        """
+        self._step_records_loss = True
+        try:
+            return _keras_internals.compute_loss(self, x, y, y_pred, sample_weight, training)
+        finally:
+            self._step_records_loss = False
+
     def _hooked_gradients(self, gradients: list, variables: list) -> list:
         """Runs `transform_gradients` on the gradients of the true loss.
 
