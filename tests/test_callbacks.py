@@ -292,6 +292,92 @@ def test_weighted_metrics_columns_equal_history_and_numpy(digits):
         assert history.epochs[name] == values, name
 
 
+def _naming_model(outputs):
+    """A model with one regression output, or outputs "a" (3 classes) and "b"."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    if outputs == "one":
+        return keras.Model(inputs, keras.layers.Dense(2)(inputs)), "mse"
+    a = keras.layers.Dense(3, activation="softmax", name="a")(inputs)
+    b = keras.layers.Dense(1, name="b")(inputs)
+    losses = ["sparse_categorical_crossentropy", "mse"]
+    if outputs == "list":
+        return keras.Model(inputs, [a, b]), losses
+    return keras.Model(inputs, {"a": a, "b": b}), dict(zip("ab", losses, strict=True))
+
+
+NAMING_CASES = {
+    "one output: repeated, custom-named and weighted metrics": (
+        "one",
+        {
+            "metrics": [
+                "mae",
+                "mae",
+                keras.metrics.MeanSquaredError(name="spread"),
+                "root_mean_squared_error",
+            ],
+            "weighted_metrics": ["mae", "mae", "mse", keras_extras.RMSE(name="mae")],
+        },
+    ),
+    "one output: weighted metrics only": ("one", {"weighted_metrics": ["mae", "mse"]}),
+    "two outputs in a dict: dicts of metrics": (
+        "dict",
+        {
+            "metrics": {"a": ["accuracy", "accuracy"], "b": ["mae"]},
+            "weighted_metrics": {"a": ["accuracy"], "b": ["mae", "mse", "mae"]},
+        },
+    ),
+    "two outputs in a list: lists of metrics": (
+        "list",
+        {
+            "metrics": [["accuracy"], ["mae", keras_extras.RMSE(name="b_error")]],
+            "weighted_metrics": [["accuracy"], ["mae"]],
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NAMING_CASES))
+def test_log_names_are_the_names_keras_logs(case):
+    """Each compiled metric is found under the name Keras logs it with.
+
+    LossHistory and TrainingPlotter map each log name to its metric object by
+    copying how Keras's `CompileMetrics` names its results. Here the copy meets
+    Keras's own logs: the names are exactly the keys of `fit`'s History (besides
+    `val_*`) and of `evaluate`'s logs, and each name's metric reports the value
+    Keras logs under it. Catches a Keras release that names metrics otherwise
+    (a column would be mislabelled, or lost, without an error) and a copy that
+    gets a clash rule wrong (the `weighted_` prefix, the numeric suffix, their
+    order) or maps a name to another metric (weights far from uniform make each
+    weighted value differ from the unweighted one).
+    """
+    outputs, metrics = NAMING_CASES[case]
+    model, loss = _naming_model(outputs)
+    model.compile(optimizer="sgd", loss=loss, **copy.deepcopy(metrics))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    weights = rng.uniform(0.0, 3.0, size=64).astype("float32")
+    if outputs == "one":
+        y = rng.normal(size=(64, 2)).astype("float32")
+    else:
+        y = [rng.integers(0, 3, size=64), rng.normal(size=(64, 1)).astype("float32")]
+        y = dict(zip("ab", y, strict=True)) if outputs == "dict" else y
+    history = model.fit(
+        x, y, sample_weight=weights, batch_size=16, validation_data=(x, y, weights), verbose=0
+    )
+    names = keras_extras.callbacks._log_metrics(model)
+    assert set(history.history) == set(names) | {f"val_{name}" for name in names}
+    logs = model.evaluate(x, y, sample_weight=weights, verbose=0, return_dict=True)
+    assert set(logs) == set(names)
+    for name, metric in names.items():
+        np.testing.assert_allclose(float(metric.result()), logs[name], rtol=1e-6, err_msg=name)
+    # The weights make a weighted value differ from its unweighted twin's.
+    for name in logs:
+        twin = name.replace("weighted_", "")
+        if twin != name and twin in logs:
+            assert logs[twin] != logs[name], name
+
+
 def test_points_per_epoch_and_global_steps(frozen_fit):
     history, _, _ = frozen_fit
     for table in (history.batches, history.running):

@@ -90,6 +90,31 @@ def test_source_uses_keras_3_only():
             assert not backends, f"{path.name}:{node.lineno} imports {backends} outside _steps/"
 
 
+def test_steps_import_nothing_above_them():
+    """`_steps/` is CustomModel's dispatch: the model is an argument, never an import.
+
+    Catches an arrow back up, such as a step module importing `keras_extras.models`
+    (at module level or inside a function) to compare a method with CustomModel's.
+    """
+    allowed = {"keras_extras._steps", "keras_extras._keras_internals"}
+    for path in sorted((SRC / "_steps").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: `.` is keras_extras._steps, `..` keras_extras
+                    package = ["keras_extras", "_steps"][: 3 - node.level]
+                    base = ".".join(package + ([base] if base else []))
+                modules = [
+                    f"{base}.{a.name}" if base == "keras_extras" else base for a in node.names
+                ]
+            else:
+                continue
+            above = [m for m in modules if m.split(".")[0] == "keras_extras" and m not in allowed]
+            assert not above, f"_steps/{path.name}:{node.lineno} imports {above}"
+
+
 def test_version_matches_pyproject():
     assert keras_extras.__version__ == PYPROJECT["project"]["version"]
 

@@ -32,22 +32,59 @@ def _recovery(metric: Any) -> str | None:
     return None
 
 
+def _log_metrics(model: Any) -> dict[str, Any]:
+    """Maps each key of `model`'s training logs to the metric object behind it.
+
+    `model.metrics` holds the loss tracker, one object for the compiled metrics and
+    the rest; the logs name a compiled metric as `CompileMetrics.result()` does,
+    which is copied here: the output name as a prefix, then on a clash a
+    `weighted_` prefix for a weighted metric, then a numeric suffix.
+    tests/test_callbacks.py compares these names with Keras's own logs.
+    """
+    if model is None:
+        return {}
+    compiled = _keras_internals.compiled_metrics_object(model)
+    found: dict[str, Any] = {}
+    taken: dict[str, int] = {}  # name: how many metrics asked for it
+    for metric in model.metrics:
+        if metric is not compiled:
+            found[metric.name] = metric
+            continue
+        unweighted, weighted = _keras_internals.compiled_metric_lists(compiled)
+        groups = [(False, *group) for group in unweighted] + [(True, *g) for g in weighted]
+        for is_weighted, output_name, metrics in groups:
+            prefix = f"{output_name}_" if output_name else ""
+            for each in metrics:
+                name = prefix + each.name
+                if name in taken and is_weighted:
+                    name = prefix + "weighted_" + each.name
+                if name in taken:
+                    taken[name] += 1
+                    name = f"{name}_{taken[name] - 1}"
+                else:
+                    taken[name] = 1
+                found[name] = each
+    return found
+
+
 def _close_epoch(
     callback: keras.callbacks.Callback, core: HistoryCore, epoch: int, logs: Any
 ) -> None:
     """Closes `core`'s epoch, with what it needs to know of `callback`'s model and params."""
     # Not `callback.model`: on JAX it would copy the training state at every epoch.
     model = _keras_internals.callback_model(callback)
+    # With steps_per_execution, a batch index is the last step of its execution, or
+    # on Keras 3.10 the first: `batch + span` steps are done after it.
+    span = 1
+    if not _keras_internals.batch_index_is_last_step():
+        span = getattr(model, "steps_per_execution", None) or 1
     core.close_epoch(
         epoch,
         logs,
         steps=(callback.params or {}).get("steps"),
-        batch_end=lambda batch: _keras_internals.batch_end(batch, model),
+        batch_end=lambda batch: batch + span,
         # TensorFlow builds the compiled metrics in the first step: looked up here.
-        kinds=lambda: {
-            name: _recovery(metric)
-            for name, metric in _keras_internals.log_metric_objects(model).items()
-        },
+        kinds=lambda: {name: _recovery(metric) for name, metric in _log_metrics(model).items()},
     )
 
 
@@ -260,10 +297,10 @@ class LossHistory(keras.callbacks.Callback):
 def _directions(model: Any) -> dict[str, str]:
     """Maps each log name of `model` to "min" or "max", where Keras knows which."""
     directions = {}
-    for name, metric in _keras_internals.log_metric_objects(model).items():
-        direction = "min" if name.endswith("loss") else _keras_internals.metric_direction(metric)
-        if direction:
-            directions[name] = direction
+    for name, metric in _log_metrics(model).items():
+        direction = "down" if name.endswith("loss") else _keras_internals.direction(metric)
+        if direction in ("up", "down"):
+            directions[name] = "max" if direction == "up" else "min"
     return directions
 
 

@@ -298,6 +298,35 @@ def _validate_noise_shape(noise_shape: Any) -> tuple[int | None, ...] | None:
     return noise_shape
 
 
+def _forward_pass_memo() -> dict | None:
+    """A dict that lives exactly as long as the current forward pass, or None.
+
+    `ScheduledDropout` keeps in it the step its counter had when the pass began,
+    so that the layer advances once per pass however often it is called. The
+    pass is the first of:
+
+    * the outermost `keras.StatelessScope`. JAX's trainer runs a step through
+      `Model.stateless_call`, which opens such a scope but calls `Model.call`
+      directly, so there no layer call spans the pass;
+    * the call context that the outermost `Layer.__call__` opens and clears when
+      it returns.
+
+    The dict is an attribute of that scope or context, so it is dropped with it.
+    Returns None outside both: `call` was invoked directly, and that call is a
+    pass of its own.
+    """
+    owner = _keras_internals.outermost_stateless_scope()
+    if owner is None:
+        owner = _keras_internals.current_call_context()
+    if owner is None:
+        return None
+    memo = getattr(owner, "_keras_extras_memo", None)
+    if memo is None:
+        memo = {}
+        owner._keras_extras_memo = memo
+    return memo
+
+
 @export
 class ScheduledDropout(keras.layers.Layer):
     """Curriculum dropout: a dropout rate that rises as training goes on.
@@ -466,7 +495,7 @@ class ScheduledDropout(keras.layers.Layer):
         advance the counter once. Both tensors are computed before the first
         assignment: on torch, `iterations.value` is the variable's own storage.
         """
-        memo = _keras_internals.forward_pass_memo()
+        memo = _forward_pass_memo()
         key = ("ScheduledDropout", id(self))
         if memo is None or key not in memo:
             step = self.iterations.value

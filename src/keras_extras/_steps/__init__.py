@@ -1,11 +1,14 @@
-"""The one dispatch point to backend-specific code: CustomModel's steps and more.
+"""CustomModel's one dispatch point to backend code: its training and test steps.
 
-Each backend has one small module here (`tensorflow`, `jax`, `torch`) with the
-same five functions, `train_step`, `test_step`, `replicas_in_sync`,
-`is_symbolic` and `eager_rmse_update`, and nothing else. It is imported on
-first use, so importing keras_extras never imports a backend. The helpers below
-hold what the three steps share, so that the loss is recorded alike on every
-backend.
+`backend_steps()` picks the module of the current backend (`tensorflow`, `jax`,
+`torch`), imported on first use, so importing keras_extras never imports a
+backend; each has `train_step`, `test_step` and `replicas_in_sync`. The helpers
+below hold what the three steps share, so that the loss is recorded alike on
+every backend. The model is an argument: nothing here imports `models` or another
+family module, only `_keras_internals` (tests/test_packaging.py checks it).
+
+`is_symbolic` and `eager_rmse_update`, here and in each backend's module, are
+RMSE's eager compilation, not the steps'; they leave with it (issue 26).
 """
 
 from __future__ import annotations
@@ -86,24 +89,9 @@ def step_loss(model: Any, x: Any, y: Any, y_pred: Any, sample_weight: Any, train
     The tracker gets exactly what `compute_loss` returns, the loss that is
     minimised.
     """
-    loss = unrecorded_loss(model, x, y, y_pred, sample_weight, training)
+    loss = model._unrecorded_loss(x, y, y_pred, sample_weight, training)
     record_loss(model, loss, batch_size(x))
     return loss
-
-
-def unrecorded_loss(
-    model: Any, x: Any, y: Any, y_pred: Any, sample_weight: Any, training: bool
-) -> Any:
-    """`compute_loss`, for a step that records it itself with `record_loss`.
-
-    A `compute_loss` override may call `compiled_loss`, which records its own
-    value outside a step; the flag keeps that from counting the batch twice.
-    """
-    model._step_records_loss = True
-    try:
-        return _keras_internals.compute_loss(model, x, y, y_pred, sample_weight, training)
-    finally:
-        model._step_records_loss = False
 
 
 def record_loss(model: Any, loss: Any, samples: Any) -> None:

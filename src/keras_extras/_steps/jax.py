@@ -56,11 +56,9 @@ def _check_no_keras_step_override(model: Any) -> None:
     calls it, and ignoring it would train on another loss without a word.
     A subclass with its own `train_step` may use these names for helpers.
     """
-    from keras_extras.models import CustomModel  # models imports this package
-
-    cls = type(model)
-    if cls.train_step is not CustomModel.train_step:
+    if model._overrides_train_step():
         return
+    cls = type(model)
     for name in _KERAS_STEP_METHODS:
         if getattr(cls, name) is not getattr(keras.Model, name):
             raise TypeError(
@@ -96,7 +94,7 @@ def train_step(model: Any, state: tuple, data: Any) -> tuple[dict, tuple]:
         # gradient, at several times the cost of running it.
         def forward_and_loss():
             y_pred = _steps.forward(model, x, training=True)
-            loss = _steps.unrecorded_loss(model, x, y, y_pred, sample_weight, training=True)
+            loss = model._unrecorded_loss(x, y, y_pred, sample_weight, training=True)
             return optimizer.scale_loss(loss), (loss, y_pred)
 
         (scaled, (loss, y_pred)), new = _stateless(
