@@ -21,6 +21,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import psutil
 from keras import ops
 
 import keras_extras
@@ -477,25 +478,17 @@ def _training_plotter(directory: str) -> Any:
 def _child_cpu_s() -> float:
     """CPU seconds of this process's children so far.
 
-    The ended and waited-for ones, and, where /proc lists them, the live ones
+    The ended and waited-for ones (`RUSAGE_CHILDREN`), and the live ones
     (TrainingPlotter's drawing process outlives a fit).
     """
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     seconds = usage.ru_utime + usage.ru_stime
-    if not os.path.isdir("/proc/self"):
-        return seconds
-    ticks = os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for child in psutil.Process().children():
         try:
-            with open(f"/proc/{entry}/stat") as stat:
-                # After the parenthesised name: state, parent id, ..., utime, stime.
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            times = child.cpu_times()
+        except psutil.Error:  # it ended, or was never ours to read
             continue
-        if int(fields[1]) == os.getpid():
-            seconds += (int(fields[11]) + int(fields[12])) / ticks
+        seconds += times.user + times.system
     return seconds
 
 

@@ -8,6 +8,8 @@ with their real addresses on docs.python.org and numpy.org.
 
 from __future__ import annotations
 
+import inspect
+import os
 import re
 import sys
 import zlib
@@ -15,6 +17,37 @@ from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent / "src"))
+
+from keras_extras_cli import UsageError, choose_backend  # noqa: E402
+
+
+def keras_backend() -> str:
+    """The Keras backend to build with, chosen as `keras-extras demo` chooses it.
+
+    `KERAS_BACKEND`, else the backend in Keras's `keras.json` if it is installed, else
+    the first installed; a note says so in the last case.
+
+    If no backend is installed, or `KERAS_BACKEND` names one that is not, it ends
+    the build with one line on stderr (the CLI's message) and exit code 2: Sphinx
+    would report an exception raised here with a page of context and a traceback.
+    """
+    try:
+        backend, note = choose_backend(None)
+    except UsageError as error:
+        print(f"docs/conf.py: cannot build the docs: {error}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(2)
+    if note:
+        print(
+            f"docs/conf.py: building with {backend}, the first installed backend "
+            "(KERAS_BACKEND is unset and keras.json names none installed)",
+            file=sys.stderr,
+        )
+    return backend
+
+
+# Keras reads its backend once, when it is first imported: chosen before that.
+os.environ["KERAS_BACKEND"] = keras_backend()
 
 import keras_extras  # noqa: E402
 from keras_extras_core.files import atomic_write  # noqa: E402
@@ -44,12 +77,17 @@ html_theme = "furo"
 html_title = f"keras_extras {release}"
 html_static_path = []
 
+# docs/api.rst lists each class's members: what a user calls, not Keras's hooks. (No
+# default "members": Sphinx 9 lets a default of True override a directive's list.)
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_typehints_description_target = "documented"
+autodoc_default_options = {"show-inheritance": True}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_include_init_with_doc = False
+# A layer's call arguments, as Keras's docstrings give them.
+napoleon_custom_sections = [("Call arguments", "params_style")]
 
 # Strip the prompts when copying: a copied block pastes into a Python shell.
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
@@ -157,6 +195,34 @@ def _process_docstring(app, what, name, obj, options, lines):
     lines[:] = keras_style_to_rst(lines)
 
 
+def public_bases(bases: list[type]) -> list[type]:
+    """`bases` with each private class (`_Name`) replaced by its own public bases."""
+    public: list[type] = []
+    for base in bases:
+        found = public_bases(list(base.__bases__)) if base.__name__.startswith("_") else [base]
+        public += [cls for cls in found if cls not in public]
+    return public
+
+
+def _process_bases(app, name, obj, options, bases):
+    bases[:] = public_bases(bases)
+
+
+def _process_signature(app, what, name, obj, options, signature, return_annotation):
+    # Keras's Layer and Model define `__new__(cls, *args, **kwargs)`, which autodoc
+    # would show as the class's signature: the constructor's is the one to read.
+    if what == "class" and signature == "(*args, **kwargs)":
+        init = inspect.signature(obj.__init__)
+        parameters = [
+            p.replace(annotation=inspect.Parameter.empty)
+            for p in list(init.parameters.values())[1:]
+        ]
+        signature = str(init.replace(parameters=parameters, return_annotation=init.empty))
+    return signature, return_annotation
+
+
 def setup(app):
     # Before napoleon (priority 500), which would read a fence as prose.
     app.connect("autodoc-process-docstring", _process_docstring, priority=400)
+    app.connect("autodoc-process-bases", _process_bases)
+    app.connect("autodoc-process-signature", _process_signature)

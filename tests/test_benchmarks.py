@@ -558,6 +558,6 @@ def test_quick_run_writes_valid_results(tmp_path):
     plotter = records["callback/TrainingPlotter"]
     fixed = plotter["fixed_s"]["median_s"]
     assert f"{BACKEND}, fit with TrainingPlotter: {fixed * 1e3:,.0f} ms" in markdown
-    # The drawing process exits at on_train_end: its CPU time is counted, every fit.
+    # The drawing process outlives each fit: its CPU time is read live, every fit.
     assert all(_finite_positive(t) for t in plotter["child_cpu_s"]["times_s"])
     assert records["callback/LossHistory"]["child_cpu_s"]["max_s"] == 0

@@ -17,6 +17,7 @@ import time
 import harness
 import keras
 import numpy as np
+import psutil
 import pytest
 from harness import MARGIN, load_example, read_json, run_example
 
@@ -179,7 +180,6 @@ def test_worker_launcher_timeout_kills_every_process_group(tmp_path):
 def _alive(pid: int) -> bool:
     """Whether `pid` runs (a zombie waiting for its new parent counts as dead)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False

@@ -25,9 +25,12 @@ import doctest
 import importlib
 import importlib.util
 import inspect
+import os
 import pkgutil
 import re
 import shutil
+import subprocess
+import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -400,7 +403,8 @@ def test_docstring_code_fences_are_valid_python(where, code):
     ast.parse(code, filename=where)
 
 
-def test_conf_rewrites_keras_style_docstrings():
+def test_conf_rewrites_keras_style_docstrings(monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", BACKEND)  # conf.py sets it
     spec = importlib.util.spec_from_file_location("docs_conf", DOCS / "conf.py")
     conf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conf)
@@ -429,3 +433,134 @@ def test_conf_rewrites_keras_style_docstrings():
         "Returns:",
         '    ``{"loss": 0.5}``, a dict.',
     ]
+
+
+# --- The API page, as Sphinx renders it -----------------------------------------------
+
+_PRIVATE_MEMBER = re.compile(r"^\s*(?:property |classmethod |static )?_(?!_)\w*", re.M)
+
+
+def test_api_page_shows_no_private_base_or_member(tmp_path, monkeypatch):
+    """Renders docs/api.rst with docs/conf.py as text, and reads it as a user would.
+
+    Catches a page that shows a private base class ("Bases: _ExactMean") or member,
+    as autodoc does without conf.py's `autodoc-process-bases` hook and with every
+    member listed, and a class signature read from Keras's `__new__(*args, **kwargs)`.
+    """
+    from sphinx.application import Sphinx
+
+    monkeypatch.setenv("KERAS_BACKEND", BACKEND)  # conf.py sets it
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy(DOCS / "api.rst", source / "index.rst")
+    out = tmp_path / "out"
+    app = Sphinx(
+        str(source),
+        str(DOCS),
+        str(out),
+        str(tmp_path / "doctrees"),
+        "text",
+        status=None,
+        warning=None,  # the guide pages that the docstrings link to are not here
+        freshenv=True,
+    )
+    app.build()
+    text = (out / "index.txt").read_text(encoding="utf-8")
+    bases = re.findall(r"Bases: (.+)", text)
+    assert len(bases) == len({id(getattr(keras_extras, name)) for name in keras_extras.__all__})
+    assert not [b for b in bases if re.search(r"(^|\W)_", b)], bases
+    assert not _PRIVATE_MEMBER.findall(text), _PRIVATE_MEMBER.findall(text)
+    assert "class keras_extras.ScheduledDropout(rate, schedule='exponential'" in text
+
+
+# --- The docs build and the install page where only some backends are installed -------
+
+
+def _fresh_python(code: str, tmp_path: Path, missing: tuple[str, ...], backend_variable=None):
+    """Runs `code` in a new Python where the modules `missing` cannot be imported.
+
+    `KERAS_BACKEND` is `backend_variable` (unset by default), and Keras's keras.json
+    names TensorFlow, as in an environment where TensorFlow was installed once.
+    """
+    home = tmp_path / "home"
+    (home / ".keras").mkdir(parents=True, exist_ok=True)
+    (home / ".keras" / "keras.json").write_text('{"backend": "tensorflow"}', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "KERAS_HOME")}
+    env["HOME"] = str(home)
+    if backend_variable:
+        env["KERAS_BACKEND"] = backend_variable
+    prelude = f"import sys\nfor name in {missing!r}:\n    sys.modules[name] = None\n"
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _first_installed(*names: str) -> str:
+    return next(name for name in names if importlib.util.find_spec(name) is not None)
+
+
+def test_docs_build_picks_an_installed_backend(tmp_path):
+    """conf.py, read as `make docs` reads it, without TensorFlow: keras.json names it.
+
+    Catches a conf.py that imports Keras without choosing an installed backend: it
+    fails with "No module named 'tensorflow'".
+    """
+    code = (
+        "from sphinx.config import Config\n"
+        "from sphinx.util.tags import Tags\n"
+        f"Config.read({str(DOCS)!r}, overrides={{}}, tags=Tags())\n"
+        "import keras\n"
+        "print('backend:', keras.backend.backend())\n"
+    )
+    proc = _fresh_python(code, tmp_path, missing=("tensorflow",))
+    assert proc.returncode == 0, proc.stderr
+    expected = _first_installed("jax", "torch")
+    assert f"backend: {expected}" in proc.stdout
+    assert f"docs/conf.py: building with {expected}, the first installed backend" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "missing, variable, message",
+    [
+        (
+            ("tensorflow", "jax", "torch"),
+            None,
+            "docs/conf.py: cannot build the docs: no Keras backend is installed: "
+            'pip install "keras-extras[jax]" (or [tensorflow], or [torch])',
+        ),
+        (
+            ("tensorflow",),
+            "tensorflow",
+            "docs/conf.py: cannot build the docs: the tensorflow backend (KERAS_BACKEND) "
+            'is not installed: pip install "keras-extras[tensorflow]"',
+        ),
+    ],
+    ids=["no backend", "KERAS_BACKEND not installed"],
+)
+def test_docs_build_without_a_backend_stops_with_one_line(tmp_path, missing, variable, message):
+    """`make docs` with no usable backend: one line says why, and nothing else."""
+    code = (
+        "from sphinx.cmd.build import main\n"
+        f"sys.exit(main(['-q', '-b', 'dummy', {str(DOCS)!r}, {str(tmp_path / 'out')!r}]))\n"
+    )
+    proc = _fresh_python(code, tmp_path, missing, variable)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [message]
+
+
+def test_install_page_chooses_an_installed_backend(tmp_path):
+    """docs/install.rst's Python, copied into an environment without TensorFlow.
+
+    Catches a snippet that names a backend, `os.environ.setdefault("KERAS_BACKEND",
+    "tensorflow")`: there it fails inside Keras with "No module named 'tensorflow'".
+    """
+    code = "".join(block.code for block in page_blocks(DOCS / "install.rst"))
+    assert "import keras" in code
+    proc = _fresh_python(code, tmp_path, missing=("tensorflow",))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith(f"on {_first_installed('jax', 'torch')}")

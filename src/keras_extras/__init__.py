@@ -1,15 +1,15 @@
 """keras_extras: registered, exact and backend-neutral Keras 3 components."""
 
 from keras_extras.callbacks import LossHistory, TrainingPlotter
-from keras_extras.layers import (
+from keras_extras.layers import ScheduledDropout
+from keras_extras.metrics import RMSE, RootMeanSquaredError
+from keras_extras.models import CustomModel
+from keras_extras.schedules import (
     ConstantSchedule,
     DropoutSchedule,
     ExponentialRampSchedule,
     LinearWarmupSchedule,
-    ScheduledDropout,
 )
-from keras_extras.metrics import RMSE, RootMeanSquaredError
-from keras_extras.models import CustomModel
 
 __version__ = "0.1.0.dev0"
 

@@ -90,66 +90,24 @@ def _close_epoch(
 
 @export
 class LossHistory(keras.callbacks.Callback):
-    """Records each training batch's own loss and metrics, and every epoch's.
+    """Records the loss and metrics of every training batch, and every epoch's logs.
 
-    Keras passes `on_train_batch_end` the running mean of each metric since
-    the epoch began, not the batch's own value. With `m_k` that running mean
-    after the `k`-th step of the epoch (1-based), and every batch of the same
-    size, the batch's own value is
+    Keras passes batch callbacks the running mean of each metric since the epoch
+    began. This callback recovers each batch's own value from them: with `m_k`
+    the running mean after the `k`-th step of the epoch,
 
     ```
     value_k = k * m_k - (k - 1) * m_(k-1)
     ```
 
-    which is what this callback records. For a metric that is the square root
-    of a running mean (`keras.metrics.RootMeanSquaredError` and
-    `keras_extras.RMSE`), the mean square is recovered first
-    (`sqrt(k * m_k**2 - (k - 1) * m_(k-1)**2)`).
-
-    * **Three tables.** `batches` holds the recovered per-batch values,
-      `running` the raw running means exactly as Keras passed them, and
-      `epochs` the epoch-end logs, `val_*` included, as `History` records
-      them: with what callbacks listed after this one add to the logs
-      (`learning_rate` from `LearningRateScheduler`), NaN in the epochs
-      that `validation_freq` skips, and scalars only (a vector-valued
-      metric such as `F1Score(average=None)` is left out). Each is a dict of
-      equal-length lists, columns `epoch` (Keras's 0-based index), `step`
-      (the global count of training batches done so far, continuing across
-      `fit` calls) and one column per metric; a value missing in a row is
-      NaN. `pandas.DataFrame(history.batches)` makes a frame of one.
-    * **Which batches are exact.** The sample counts come from the step index:
-      Keras gives callbacks no per-batch sample counts, and reading them from
-      the model would cost a device sync per batch. Every full-size batch is
-      therefore recovered exactly (up to float32 rounding of the running
-      means). An epoch's *last* batch may be short, with `b` samples where the
-      others have `B`; Keras weights it by `b` and the value recorded for it is
-      `m_(S-1) + (v - m_(S-1)) * S * b / ((S - 1) * B + b)`, where `v` is its
-      own value and `S` the number of steps in the epoch: its own value pulled
-      towards the running mean before it.
-    * **`steps_per_execution = n > 1`.** Keras then calls back once per `n`
-      steps. One point is then the mean over those `n` batches, weighted by
-      their sample counts, at the `step` of the last of them; the epoch's last
-      point covers the steps left over. When Keras does not know the epoch's
-      length (a generator, a dataset without cardinality), the last point is
-      counted as `n` steps, and its value is exact only if the last execution
-      ran all `n`.
-    * **Metrics that are not running means** (Precision, AUC, F1, ...) have no
-      per-batch value recoverable from the logs: their `batches` column is NaN
-      and `running` keeps what Keras logged. So is every log key that is not
-      one of the model's metrics (e.g. one a custom `train_step` adds). Metrics
-      given as `weighted_metrics` are recovered by sample count, which is
-      exact only when each batch's weight sum is proportional to its size
-      (`loss` is always exact: Keras weights its tracker by batch size).
-    * **Non-finite values.** A NaN or inf batch makes Keras's running mean
-      non-finite until the epoch ends, so the rest of that epoch's batch values
-      are NaN too.
-    * **Cost.** A batch costs one dict insertion; all arithmetic happens at the
-      epoch end, on values Keras already brought to the host. The callback is
-      marked `async_safe`, so on JAX and torch Keras may call it from its
-      callback thread, in any order.
-    * **Lifetime.** It can be passed to several `fit` calls (with or without
-      `initial_epoch`): rows are appended and `step` continues. It holds no
-      reference to the model after training ends, and pickles and deep-copies.
+    It keeps three tables, each a dict of equal-length lists with the columns
+    `epoch` (Keras's index), `step` (training batches done so far, across `fit`
+    calls) and one per metric, NaN where a row has no value: `batches` (each
+    batch's own values), `running` (the running means as Keras passed them) and
+    `epochs` (the epoch-end logs, `val_*` included, as `History` records them).
+    Every full-size batch is recovered exactly; the guide explains the short last
+    batch, `steps_per_execution`, metrics that are not means, and what a batch
+    costs: :ref:`loss-history`.
 
     Args:
         metrics: Names of the training metrics to record (e.g. `["loss"]`);
@@ -157,9 +115,9 @@ class LossHistory(keras.callbacks.Callback):
             records every scalar in the logs.
 
     Raises:
-        ValueError: from the first `on_epoch_end` (Keras's own callbacks check
-            their `monitor` there too), when a name in `metrics` is not in the
-            logs; the message lists the names that are.
+        ValueError: if `metrics` is not a list of names; from the first
+            `on_epoch_end`, if a name in `metrics` is not in the logs (the
+            message lists the names that are).
 
     Example:
     >>> import keras, numpy as np, keras_extras
@@ -203,17 +161,17 @@ class LossHistory(keras.callbacks.Callback):
 
     @property
     def batches(self) -> dict[str, list]:
-        """The recovered per-batch values (see the class docstring)."""
+        """Each training batch's own values, recovered from the running means."""
         return self._core.batches
 
     @property
     def running(self) -> dict[str, list]:
-        """The running means as Keras passed them (see the class docstring)."""
+        """The running means, as Keras passed them to `on_train_batch_end`."""
         return self._core.running
 
     @property
     def epochs(self) -> dict[str, list]:
-        """The epoch-end logs (see the class docstring)."""
+        """The epoch-end logs, `val_*` included; NaN where an epoch has no value."""
         return self._core.epochs
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -244,7 +202,7 @@ class LossHistory(keras.callbacks.Callback):
 
         Returns:
             `{"batches": ..., "running": ..., "epochs": ...}`, each a dict of
-            equal-length lists (see the class docstring).
+            equal-length lists.
         """
         return self._core.to_dict()
 
