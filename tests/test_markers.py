@@ -10,7 +10,7 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
 
-MARKED = '''
+MARKED = """
 import pytest
 
 
@@ -32,7 +32,7 @@ def test_no_backend():
 @pytest.mark.backends("tensorflow", "jax", "torch", reason="every backend")
 def test_fine():
     pass
-'''
+"""
 
 
 def test_a_backends_marker_with_an_unknown_name_or_no_reason_is_an_error(tmp_path):
