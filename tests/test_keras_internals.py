@@ -149,7 +149,7 @@ def test_the_guard_sees_the_uses_in_keras_internals():
         "keras.src",
         "._compute_loss",
         "._loss_tracker",
-        "._compile_metrics",
+        "'_compile_metrics'",
         "._unpickle_model",
         "'_flat_weighted_metrics'",
         "._direction",

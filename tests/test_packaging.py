@@ -43,8 +43,9 @@ def test_every_import_at_import_time_is_a_declared_dependency():
     installs only `dependencies`. A backend is imported only by its own step module,
     when that backend is in use, and comes with the backend's extra."""
     declared = {IMPORT_NAMES.get(r.name, r.name.replace("-", "_")) for r in DEPENDENCIES}
-    own = {"keras_extras", "keras_extras_cli"}
-    for path in sorted(SRC.rglob("*.py")) + sorted((SRC.parent / "keras_extras_cli").rglob("*.py")):
+    own = {"keras_extras", "keras_extras_core", "keras_extras_cli"}
+    files = [p for package in sorted(own) for p in sorted((SRC.parent / package).rglob("*.py"))]
+    for path in files:
         allowed = declared | own | set(sys.stdlib_module_names)
         if path.parent.name == "_steps" and path.stem in EXTRAS:
             allowed |= {r.name for r in EXTRAS[path.stem]}
