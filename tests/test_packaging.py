@@ -24,6 +24,8 @@ EXTRAS = {
 }
 # The import name of a distribution where it differs from the distribution's name.
 IMPORT_NAMES = {"scikit-learn": "sklearn"}
+# The packages with one module per backend, the only modules that import a backend.
+BACKEND_PACKAGES = ("_steps", "_backends")
 
 
 def _module_level_imports(path: Path) -> set[str]:
@@ -41,13 +43,14 @@ def test_every_import_at_import_time_is_a_declared_dependency():
     """What `import keras_extras` imports is Keras, NumPy and the standard library: a
     module-level import of anything else (say scipy) would fail for users, whose pip
     installs only `dependencies`. A backend is imported only by its own step module,
-    when that backend is in use, and comes with the backend's extra."""
+    when that backend is in use, and comes with the backend's extra: a module of
+    `_steps/` or `_backends/` named after it."""
     declared = {IMPORT_NAMES.get(r.name, r.name.replace("-", "_")) for r in DEPENDENCIES}
     own = {"keras_extras", "keras_extras_core", "keras_extras_cli"}
     files = [p for package in sorted(own) for p in sorted((SRC.parent / package).rglob("*.py"))]
     for path in files:
         allowed = declared | own | set(sys.stdlib_module_names)
-        if path.parent.name == "_steps" and path.stem in EXTRAS:
+        if path.parent.name in BACKEND_PACKAGES and path.stem in EXTRAS:
             allowed |= {r.name for r in EXTRAS[path.stem]}
         undeclared = _module_level_imports(path) - allowed
         assert not undeclared, f"{path.relative_to(ROOT)} imports {undeclared} when imported"
@@ -70,16 +73,16 @@ def test_every_extra_the_docs_and_messages_name_exists():
 def test_source_uses_keras_3_only():
     forbidden = re.compile(r"tf\.keras|tf_keras|from tensorflow import keras")
     module_level_backend = re.compile(r"^(import|from) (tensorflow|jax|torch)\b", re.M)
-    steps = SRC / "_steps"
+    packages = [SRC / name for name in BACKEND_PACKAGES]
     for path in SRC.rglob("*.py"):
         text = path.read_text()
         assert not forbidden.search(text), f"{path} reaches tf.keras"
-        # The per-backend modules in _steps/ are the one place for backend code; the
-        # dispatcher imports each only when that backend is in use.
-        if path.parent != steps or path.name == "__init__.py":
+        # The per-backend modules in _steps/ and _backends/ are the one place for
+        # backend code; each dispatcher imports them only when that backend is in use.
+        if path.parent not in packages or path.name == "__init__.py":
             assert not module_level_backend.search(text), f"{path} imports a backend"
     for path in SRC.rglob("*.py"):
-        if path.parent == steps:
+        if path.parent in packages:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             names = (
@@ -88,7 +91,29 @@ def test_source_uses_keras_3_only():
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             backends = [n for n in names if n.split(".")[0] in ("tensorflow", "jax", "torch")]
-            assert not backends, f"{path.name}:{node.lineno} imports {backends} outside _steps/"
+            assert not backends, f"{path.name}:{node.lineno} imports {backends} outside {packages}"
+
+
+def _imports_above(package: str, allowed: set[str]) -> list[str]:
+    """The keras_extras modules that the modules of `package` import, outside `allowed`."""
+    found = []
+    for path in sorted((SRC / package).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: `.` is the package, `..` keras_extras
+                    parts = ["keras_extras", package][: 3 - node.level]
+                    base = ".".join(parts + ([base] if base else []))
+                modules = [
+                    f"{base}.{a.name}" if base == "keras_extras" else base for a in node.names
+                ]
+            else:
+                continue
+            above = [m for m in modules if m.split(".")[0] == "keras_extras" and m not in allowed]
+            found += [f"{package}/{path.name}:{node.lineno} imports {m}" for m in above]
+    return found
 
 
 def test_steps_import_nothing_above_them():
@@ -97,23 +122,16 @@ def test_steps_import_nothing_above_them():
     Catches an arrow back up, such as a step module importing `keras_extras.models`
     (at module level or inside a function) to compare a method with CustomModel's.
     """
-    allowed = {"keras_extras._steps", "keras_extras._keras_internals"}
-    for path in sorted((SRC / "_steps").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                modules = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:  # relative: `.` is keras_extras._steps, `..` keras_extras
-                    package = ["keras_extras", "_steps"][: 3 - node.level]
-                    base = ".".join(package + ([base] if base else []))
-                modules = [
-                    f"{base}.{a.name}" if base == "keras_extras" else base for a in node.names
-                ]
-            else:
-                continue
-            above = [m for m in modules if m.split(".")[0] == "keras_extras" and m not in allowed]
-            assert not above, f"_steps/{path.name}:{node.lineno} imports {above}"
+    assert not _imports_above("_steps", {"keras_extras._steps", "keras_extras._keras_internals"})
+
+
+def test_backend_utilities_import_nothing_above_them():
+    """`_backends/` serves the metrics: it takes their functions as arguments.
+
+    Catches a backend module importing `keras_extras.metrics` (say, to call the
+    general arithmetic itself), an arrow back up into the family it serves.
+    """
+    assert not _imports_above("_backends", {"keras_extras._backends"})
 
 
 def test_version_matches_pyproject():

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_extras import _keras_internals, _steps
+from keras_extras import _backends, _keras_internals
+from keras_extras._exact_mean import _ExactMean, compensated_add
 from keras_extras._export import export
 
 _Shape = tuple
@@ -205,127 +205,11 @@ def _is_integer(x: Any) -> bool:
     return "int" in keras.backend.standardize_dtype(x.dtype)
 
 
-def _two_sum(a: Any, b: Any) -> tuple[Any, Any]:
-    """`a + b` as the float sum and its exact rounding error (Knuth's TwoSum)."""
-    s = a + b
-    b_virtual = s - a
-    return s, (a - (s - b_virtual)) + (b - b_virtual)
+def _batch_sums(y_true: Any, y_pred: Any, sample_weight: Any) -> tuple[Any, Any]:
+    """RMSE's two sums of one batch: `([weighted squared errors, weight], any_invalid)`.
 
-
-def _fast_two_sum(a: Any, b: Any) -> tuple[Any, Any]:
-    """TwoSum for `|a| >= |b|` (Dekker), three operations instead of six."""
-    s = a + b
-    return s, b - (s - a)
-
-
-def _compensated_add(high: Any, low: Any, add_high: Any, add_low: Any = None) -> tuple[Any, Any]:
-    """The pair `(high, low)` plus the pair `(add_high, add_low)`, as a new exact pair."""
-    total, error = _two_sum(high, add_high)
-    low = low + (error if add_low is None else add_low + error)
-    # Both sums only grow, so the new high part dominates the low one.
-    high, low = _fast_two_sum(total, low)
-    # An overflowing (or NaN) sum would make its error inf - inf = NaN, and with it
-    # the high part: the sum itself, with no low part, is the honest answer.
-    finite = ops.isfinite(total)
-    return ops.where(finite, high, total), ops.where(finite, low, 0)
-
-
-class _ExactMean(keras.metrics.Metric):
-    """A weighted mean whose two sums stay exact: Keras's `Mean`, compensated.
-
-    `total` is the weighted sum of the values and `count` the sum of the weights.
-    Each is held as a high part (`sums`) and what that float could not hold (its
-    low part, `sums_low`): compensated (TwoSum) addition keeps the pair's sum
-    exact to about 48 bits in float32. Adding a pair is the one update rule, for
-    a batch and for another metric's state alike, so merging shards gives the
-    one-shot state.
-    """
-
-    def __init__(self, name: str, dtype: Any) -> None:
-        super().__init__(name=name, dtype=dtype)
-        # [total, count], high parts and low parts.
-        pair = {"shape": (2,), "initializer": "zeros", "dtype": self.dtype}
-        self.sums = self.add_variable(name="sums", **pair)
-        self.sums_low = self.add_variable(name="sums_low", **pair)
-
-    def _add_pair(self, high: Any, low: Any = None) -> None:
-        self._assign_pair(*_compensated_add(self.sums.value, self.sums_low.value, high, low))
-
-    def _assign_pair(self, high: Any, low: Any) -> None:
-        self.sums.assign(high)
-        self.sums_low.assign(low)
-
-    def _mean(self) -> Any:
-        """`total / count`, 0.0 when nothing was counted."""
-        total, count = ops.unstack(self.sums.value + self.sums_low.value)
-        return ops.divide_no_nan(total, count)
-
-    def merge_state(self, metrics: Iterable[_ExactMean]) -> None:
-        """Adds the states of other instances to this one, as if it had seen their data.
-
-        Metrics updated on disjoint shards (in other processes, rebuilt with
-        `set_state`) merge into the value one metric gives on all the data, in
-        any order and whatever the shard sizes.
-
-        Args:
-            metrics: Instances of this class.
-
-        Raises:
-            TypeError: if an element is not an instance of this class.
-        """
-        for other in metrics:
-            if not isinstance(other, type(self)):
-                raise TypeError(
-                    f"merge_state takes {type(self).__name__} instances, got {other!r}."
-                )
-            self._add_pair(other.sums.value, other.sums_low.value)
-
-    def get_state(self) -> dict[str, list[float]]:
-        """The state as plain numbers, for sending to another process.
-
-        Returns:
-            `{"total": [high, low], "count": [high, low]}`: the weighted total
-            and the total weight, each as the pair of floats whose exact sum is
-            the value.
-        """
-        high, low = (ops.convert_to_numpy(v.value) for v in (self.sums, self.sums_low))
-        return {
-            "total": [float(high[0]), float(low[0])],
-            "count": [float(high[1]), float(low[1])],
-        }
-
-    def set_state(self, state: dict[str, list[float]]) -> None:
-        """Restores a state that `get_state` returned.
-
-        Args:
-            state: `{"total": [high, low], "count": [high, low]}`. The form that
-                keras_extras 0.1.0.dev0 returned, `{"hi": [total, count], "lo":
-                [total, count]}`, is read too.
-
-        Raises:
-            ValueError: if `state` has other keys or a list has the wrong length.
-        """
-        if set(state) == {"hi", "lo"} and all(len(v) == 2 for v in state.values()):
-            (total, count), (total_low, count_low) = state["hi"], state["lo"]  # 0.1.0.dev0
-            state = {"total": [total, total_low], "count": [count, count_low]}
-        if set(state) != {"total", "count"} or any(len(v) != 2 for v in state.values()):
-            raise ValueError(
-                'state must be {"total": [high, low], "count": [high, low]}, as get_state '
-                f"returns it, got {state!r}."
-            )
-        pairs = np.asarray([state["total"], state["count"]], dtype=self.dtype)
-        self.sums.assign(pairs[:, 0])
-        self.sums_low.assign(pairs[:, 1])
-
-
-def _rmse_update(
-    high: Any, low: Any, y_true: Any, y_pred: Any, sample_weight: Any
-) -> tuple[Any, Any, Any]:
-    """One batch's update of the state pair, a pure function of tensors.
-
-    Returns:
-        `(high, low, any_invalid)`: the new pair, and for sparse labels whether
-        a label was invalid (None for dense targets).
+    `any_invalid` says, for sparse labels, whether a label was invalid (None for
+    dense targets).
     """
     targets, labels = _align_targets(y_true, y_pred)
     if targets is not None and _is_integer(targets):
@@ -333,86 +217,75 @@ def _rmse_update(
     weight_rank = -1 if sample_weight is None else len(sample_weight.shape)
     squared, valid = _squared_errors(targets, labels, y_pred, weight_rank)
     total, count = _weighted_sums(squared, sample_weight, y_pred.dtype)
-    high, low = _compensated_add(high, low, ops.stack([total, count]))
-    return high, low, None if valid is None else ops.any(ops.logical_not(valid))
+    return ops.stack([total, count]), None if valid is None else ops.any(ops.logical_not(valid))
+
+
+def _rmse_update(
+    high: Any, low: Any, y_true: Any, y_pred: Any, sample_weight: Any
+) -> tuple[Any, Any, Any]:
+    """One batch's update of the state pair, a pure function of tensors.
+
+    Traced with the step inside `fit`, and compiled by `_backends.eager` for
+    eager calls. Torch's kernel computes the batch sums where it covers the shapes.
+
+    Returns:
+        `(high, low, any_invalid)`: the new pair, and what `_batch_sums` says of
+        the labels.
+    """
+    sums = _backends.batch_sums(y_true, y_pred, sample_weight)
+    if sums is None:
+        sums = _batch_sums(y_true, y_pred, sample_weight)
+    return (*compensated_add(high, low, sums[0]), sums[1])
 
 
 @export
 class RootMeanSquaredError(_ExactMean):
-    """Root mean squared error, exact over any stream and for sparse labels.
+    """Computes the root mean squared error, exact over any stream.
 
     Formula, over the samples `i` seen since the last reset, with weights `w_i`
-    (1 when no `sample_weight` is given):
+    (1 without a `sample_weight`) and `j` running over the non-batch axes:
 
+    ```python
+    rmse = sqrt(sum_i(w_i * mean_j((y_pred[i, j] - y_true[i, j]) ** 2)) / sum_i(w_i))
     ```
-    rmse = sqrt(sum_i w_i * mean_j (y_pred[i, j] - y_true[i, j]) ** 2 / sum_i w_i)
-    ```
 
-    where `j` runs over the non-batch axes.
-
-    * **Dense targets.** When `y_true` has `y_pred`'s shape, or differs only by
-      a trailing axis of size 1, this is the formula above. It equals
-      `keras.metrics.RootMeanSquaredError` and scikit-learn's
-      `root_mean_squared_error` on the flattened arrays. (scikit-learn's
-      default for several target columns averages each column's RMSE, which
-      is a different quantity.) Other shapes are refused rather than
-      broadcast against each other, as the built-in would.
-    * **Sparse labels.** When `y_pred`'s last axis has C > 1 entries and
-      `y_true` holds integer class labels without that axis, of shape (N,) or
-      (N, 1) for (N, C) predictions, the labels are one-hot encoded to C
-      classes first. The result equals the dense result on those one-hot
-      targets, so `metrics=[RMSE()]` works for a softmax classifier trained
-      with `sparse_categorical_crossentropy`.
-    * **Weights.** `sample_weight` takes every shape that
-      `keras.metrics.RootMeanSquaredError` takes, with the same meaning (that of
-      `keras.metrics.Mean`): the squared errors are averaged down to the
-      weight's rank, weighted, and each sample's share and weight are averaged
-      over its remaining axes. So (N,) and (N, 1) weight each sample; (N, T)
-      weights each time step of (N, T) or (N, T, C) targets; a weight of the
-      errors' rank weights each element, any size-1 axis broadcasting; in
-      sparse-label mode, weights of the labels' shape weight each label. A
-      scalar weights the batch's mean as one sample, as in Keras. With no
-      samples, or a total weight of 0, the result is 0.0, never NaN. An empty
-      batch leaves the state as it was.
-    * **Scalars and 1-D inputs** are treated as Keras treats them: two
-      scalars are one sample, and (N,) targets and predictions are N samples.
-    * **Exact over long streams.** The running total and count are kept as
-      float32 high/low pairs with compensated (TwoSum) addition, about 48 bits
-      of precision, so neither stops growing past 2**24 samples, on every
-      backend and without JAX's 64-bit mode. `get_state` returns the pairs.
+    It computes what `keras.metrics.RootMeanSquaredError` computes, and takes the
+    same `sample_weight` shapes. `y_true` may also hold integer class labels, of
+    shape `(N,)` or `(N, 1)` for `(N, C)` predictions: they are one-hot encoded
+    first, so the metric works beside `sparse_categorical_crossentropy`. The total
+    and the count are kept as compensated pairs, exact past 2**24 samples on every
+    backend. How it reads shapes and weights is in the guide's :ref:`rmse-rules`;
+    the differences from the built-in, and why, are in :doc:`differences`.
 
     Args:
         name: Name of the metric instance, the key in `fit`'s logs.
         dtype: Dtype of the metric's computations and result.
 
+    Returns:
+        From `result()`, a scalar tensor: the root mean squared error of every
+        batch since the last reset, 0.0 when nothing was counted.
+
     Raises:
-        ValueError: from `update_state`, if the shapes are incompatible (the
-            message names both), if `sample_weight` does not broadcast to the
-            squared errors (the message names both shapes), or, in an eager
-            call, if a sparse label is outside [0, C) or not a whole number.
-            Inside a compiled step (`fit`, `tf.function`, `jax.jit`), where no
-            error can be raised, an invalid label makes the result NaN instead
-            of being dropped silently.
+        ValueError: from `update_state`, if `y_true` fits `y_pred` neither as
+            targets nor as class labels, or `sample_weight` does not fit the
+            squared errors (the message names the shapes); in an eager call, if
+            a class label is outside [0, C) or not a whole number. Inside a
+            compiled step an invalid label makes the result NaN instead.
 
     Example:
     >>> import keras_extras
     >>> m = keras_extras.RMSE()
-    >>> m.update_state([[0.0, 1.0], [0.0, 0.0]], [[1.0, 1.0], [0.0, 0.0]])
+    >>> m.update_state([[0, 1], [0, 0]], [[1, 1], [0, 0]])
     >>> round(float(m.result()), 4)
     0.5
+    >>> m.reset_state()
+    >>> m.update_state([[0, 1], [0, 0]], [[1, 1], [0, 0]], sample_weight=[1, 0])
+    >>> round(float(m.result()), 4)
+    0.7071
     >>> m.reset_state()
     >>> m.update_state([1, 0], [[0.1, 0.9], [0.8, 0.2]])  # class labels
     >>> round(float(m.result()), 4)
     0.1581
-    >>> m.update_state([1], [[1.0, 0.0]], sample_weight=[0.0])  # weight 0
-    >>> round(float(m.result()), 4)
-    0.1581
-    >>> m.reset_state()
-    >>> m.update_state(  # per-element weights
-    ...     [[0.0, 1.0], [2.0, 0.0]], [[1.0, 1.0], [0.0, 0.0]],
-    ...     sample_weight=[[1.0, 0.0], [0.5, 1.0]])
-    >>> round(float(m.result()), 4)
-    1.0954
 
     Usage with `compile()`:
 
@@ -428,23 +301,21 @@ class RootMeanSquaredError(_ExactMean):
     def __init__(self, name: str = "rmse", dtype: Any = None) -> None:
         super().__init__(name=name, dtype=dtype)
         _keras_internals.set_direction(self, "down")
-        # Input signatures seen in eager calls: the second call compiles its update.
-        self._signatures: set[tuple] = set()
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         """Accumulates the squared errors of one batch.
 
         Args:
-            y_true: Dense targets, or integer class labels (see the class
-                docstring for the shape rule).
+            y_true: Targets of `y_pred`'s shape (a trailing axis of size 1 aside),
+                or integer class labels of its shape without the class axis.
             y_pred: Predictions: a batch of them, or one scalar.
-            sample_weight: Optional weights: a scalar (the batch's weight), one
-                per sample, shape (N,) or (N, 1), or a tensor of the rank of
-                `y_true` (of the labels, for sparse labels) whose axes have
-                its sizes or 1, such as (N, T) per-timestep weights.
+            sample_weight: Optional weights, of any shape that
+                `keras.metrics.Mean` takes: a scalar for the batch, one per
+                sample, or the rank of the squared errors (of the labels, for
+                class labels) with axes of their sizes or 1.
 
         Raises:
-            ValueError: on incompatible shapes, or on invalid labels in an
+            ValueError: on shapes that do not fit, or on invalid labels in an
                 eager call.
         """
         y_pred = ops.convert_to_tensor(y_pred, dtype=self.dtype)
@@ -453,37 +324,20 @@ class RootMeanSquaredError(_ExactMean):
         if sample_weight is not None:
             sample_weight = ops.convert_to_tensor(sample_weight, dtype=self.dtype)
         state = (self.sums.value, self.sums_low.value)
-        if _steps.is_symbolic(y_pred):
+        if _backends.is_symbolic(y_pred):
             # Inside a compiled step: its compiler sees these operations with the rest.
             high, low, _ = _rmse_update(*state, y_true, y_pred, sample_weight)
-            self._assign_pair(high, low)
-            return
-        # Eagerly, one compiled call per input signature instead of some twenty
-        # dispatched operations; a signature seen once (a last partial batch, a
-        # one-off shape) runs operation by operation rather than paying a compilation.
-        signature = tuple(
-            (tuple(t.shape), str(t.dtype)) for t in (y_true, y_pred, sample_weight) if t is not None
-        )
-        if signature in self._signatures:
-            high, low, any_invalid = _steps.eager_rmse_update(_rmse_update)(
-                *state, y_true, y_pred, sample_weight
-            )
         else:
-            self._signatures.add(signature)
-            high, low, any_invalid = _rmse_update(*state, y_true, y_pred, sample_weight)
-        # One scalar read back, not the labels; they are copied only to name a bad one.
-        if any_invalid is not None and bool(ops.convert_to_numpy(any_invalid)):
-            # Named as given (converted, a large int64 label may have been rounded), in
-            # the labels' shape: the predictions' without the class axis.
-            given = np.reshape(ops.convert_to_numpy(given), tuple(y_pred.shape[:-1]))
-            raise _label_error(given, int(y_pred.shape[-1]))
+            # One compiled call instead of some twenty dispatched operations.
+            update = _backends.eager(_rmse_update)
+            high, low, any_invalid = update(*state, y_true, y_pred, sample_weight)
+            # One scalar read back, not the labels; they are copied only to name a bad one.
+            if any_invalid is not None and bool(ops.convert_to_numpy(any_invalid)):
+                # Named as given (converted, a large int64 label may have been rounded), in
+                # the labels' shape: the predictions' without the class axis.
+                given = np.reshape(ops.convert_to_numpy(given), tuple(y_pred.shape[:-1]))
+                raise _label_error(given, int(y_pred.shape[-1]))
         self._assign_pair(high, low)
-
-    def reset_state(self) -> None:
-        """Zeroes the state; the metric then computes bit for bit as a new one."""
-        super().reset_state()
-        # Compiled and operation-by-operation updates may round differently.
-        self._signatures.clear()
 
     def result(self) -> Any:
         """The root mean squared error so far; 0.0 when nothing was counted.
@@ -491,7 +345,7 @@ class RootMeanSquaredError(_ExactMean):
         Returns:
             A scalar tensor.
         """
-        return ops.sqrt(self._mean())
+        return ops.sqrt(super().result())
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments, for `from_config`.

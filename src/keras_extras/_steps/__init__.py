@@ -2,20 +2,17 @@
 
 `backend_steps()` picks the module of the current backend (`tensorflow`, `jax`,
 `torch`), imported on first use, so importing keras_extras never imports a
-backend; each has `train_step`, `test_step` and `replicas_in_sync`. The helpers
-below hold what the three steps share, so that the loss is recorded alike on
-every backend. The model is an argument: nothing here imports `models` or another
-family module, only `_keras_internals` (tests/test_packaging.py checks it).
-
-`is_symbolic` and `eager_rmse_update`, here and in each backend's module, are
-RMSE's eager compilation, not the steps'; they leave with it (issue 26).
+backend; each has `train_step`, `test_step` and `replicas_in_sync`, and nothing
+else. The helpers below hold what the three steps share, so that the loss is
+recorded alike on every backend. The model is an argument: nothing here imports
+`models` or another family module, only `_keras_internals` (tests/test_packaging.py
+checks it).
 """
 
 from __future__ import annotations
 
 import importlib
 import types
-from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -41,20 +38,6 @@ def backend_steps() -> types.ModuleType:
             )
         module = _LOADED[name] = importlib.import_module(f"{__name__}.{name}")
     return module
-
-
-def is_symbolic(x: Any) -> bool:
-    """Whether `x` is being traced into a compiled graph, so has no value to read."""
-    return backend_steps().is_symbolic(x)
-
-
-def eager_rmse_update(generic: Callable) -> Callable:
-    """RMSE's update for eager calls: `generic`, its pure update function, compiled.
-
-    `jax.jit` on JAX and `tf.function` on TensorFlow, each tracing once per
-    input signature; on torch, the same arithmetic in torch's own operations.
-    """
-    return backend_steps().eager_rmse_update(generic)
 
 
 def replicas_in_sync() -> int:

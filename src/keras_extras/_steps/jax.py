@@ -9,7 +9,6 @@ afterwards. Hooks therefore see live values under `jax.jit` too.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -143,14 +142,3 @@ def test_step(model: Any, state: tuple, data: Any) -> tuple[dict, tuple]:
     )
     non_trainable, metrics_vars = _values(new, "non_trainable", "metrics")
     return logs, (trainable, non_trainable, metrics_vars)
-
-
-def is_symbolic(x: Any) -> bool:
-    """Whether `x` is a tracer (jax.jit, or the stateless step under jit)."""
-    return isinstance(x, jax.core.Tracer)
-
-
-@functools.cache
-def eager_rmse_update(generic: Callable) -> Callable:
-    """RMSE's eager update, `generic` compiled once per input signature."""
-    return jax.jit(generic)

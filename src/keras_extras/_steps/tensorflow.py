@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -38,14 +36,3 @@ def train_step(model: Any, data: Any) -> dict:
 def test_step(model: Any, data: Any) -> dict:
     """One evaluation step."""
     return _steps.evaluate_batch(model, data)
-
-
-def is_symbolic(x: Any) -> bool:
-    """Whether `x` is being traced (tf.function) rather than computed eagerly."""
-    return not tf.executing_eagerly()
-
-
-@functools.cache
-def eager_rmse_update(generic: Callable) -> Callable:
-    """RMSE's eager update, `generic` compiled once per input signature."""
-    return tf.function(generic, autograph=False)
