@@ -36,6 +36,7 @@ HIDDEN = 512
 
 # Reported against, never asserted (issues 7 and 14).
 TARGET_METRIC_EAGER = 1.00
+TARGET_METRIC_EAGER_VARYING = 1.10  # batch lengths never seen before (issue 26)
 TARGET_METRIC_COMPILED = {"dense": 1.02, "sparse": 1.05}
 TARGET_METRIC_IN_FIT = 1.02
 TARGET_TRAIN_STEP = 1.02
@@ -62,6 +63,7 @@ class Settings:
     metric_batches: tuple[int, ...]
     compiled_updates: int  # metric updates in one compiled call
     eager_updates: int  # metric updates between two reads of the state, eagerly
+    varying_lengths: int  # new batch lengths per call of the varying-shape case, each seen twice
     min_sample_s: float  # a metric sample repeats its call until it lasts this long
     epoch_seconds: float  # the length `fit` epochs are calibrated to
     callback_epochs: int  # epochs per timed `fit` in the callback benchmarks
@@ -83,6 +85,7 @@ FULL = Settings(
     metric_batches=(32, 1024, 65536),
     compiled_updates=100,
     eager_updates=10,
+    varying_lengths=16,
     min_sample_s=0.1,
     epoch_seconds=1.0,
     callback_epochs=2,
@@ -104,6 +107,7 @@ QUICK = Settings(
     metric_batches=(32,),
     compiled_updates=3,
     eager_updates=3,
+    varying_lengths=3,
     min_sample_s=0.0,
     epoch_seconds=0.0,
     callback_epochs=1,
@@ -271,6 +275,57 @@ def metric_comparison(
     return measured
 
 
+def varying_comparison(kind: str, lengths: int, repeats: int, warmup: int) -> dict[str, Any]:
+    """Eager updates of batches whose lengths no earlier call had, as the built-in (A) and ours (B).
+
+    A call updates the metric with `lengths` batches of new lengths, then with the
+    same batches again, as an epoch with a last partial batch or bucketed
+    sequences would. Both sides see the same lengths in the same order; the
+    lengths of each call spread over the same range, so that calls compare alike.
+    Sparse labels take other lengths than dense targets: JAX compiles each
+    operation per shape, so the built-in would find the dense case's compiled.
+    """
+    calls = warmup + repeats + 1  # the last call of each side checks its result
+    first = 1 if kind == "dense" else 1 + calls * lengths
+    rng = np.random.default_rng(0)
+    per_call = []
+    for call in range(calls):
+        batches = []
+        for j in range(lengths):
+            n = first + call + j * calls
+            y_pred = rng.random((n, CLASSES), dtype=np.float32)
+            if kind == "dense":
+                y_true = rng.random((n, CLASSES), dtype=np.float32)
+            else:
+                y_true = rng.integers(0, CLASSES, n, dtype=np.int32)
+            batches.append((ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred)))
+        per_call.append(batches)
+
+    def runner(metric: Any, prepare: Callable) -> Callable:
+        remaining = iter(per_call)
+
+        def run() -> list[np.ndarray]:
+            batches = next(remaining)
+            for y_true, y_pred in batches + batches:
+                metric.update_state(*prepare(y_true, y_pred))
+            return [ops.convert_to_numpy(v.value) for v in metric.variables]
+
+        return run
+
+    reference, ours = keras.metrics.RootMeanSquaredError(), keras_extras.RMSE()
+    run_a = runner(reference, _one_hot if kind == "sparse" else _as_is)
+    run_b = runner(ours, _as_is)
+    work = 2 * sum(int(y.shape[0]) for y, _ in per_call[0])
+    measured = compare(run_a, run_b, repeats=repeats, warmup=warmup, work=work)
+    # Both metrics have now seen the same batches: the same result.
+    result_a = float(reference.stateless_result(run_a()))
+    result_b = float(ours.stateless_result(run_b()))
+    if not np.isclose(result_a, result_b, rtol=1e-3):
+        raise AssertionError(f"RMSE {result_b} differs from the built-in's {result_a}.")
+    measured["updates_per_call"] = 2 * lengths
+    return measured
+
+
 def metric_update(settings: Settings) -> Iterator[dict[str, Any]]:
     """RMSE's update against the built-in's, dense and sparse, eager and compiled."""
     compiler = {"jax": "jax.jit + lax.fori_loop", "tensorflow": "tf.function"}.get(
@@ -309,6 +364,20 @@ def metric_update(settings: Settings) -> Iterator[dict[str, Any]]:
                         settings.min_sample_s,
                     ),
                 )
+
+    for kind in ("dense", "sparse"):
+        reference = "keras.metrics.RootMeanSquaredError"
+        yield _record(
+            f"metric_update/{kind}/eager/varying",
+            f"RMSE update, {kind}, eager, {settings.varying_lengths} new batch lengths twice",
+            ("one_hot + " if kind == "sparse" else "") + reference,
+            "keras_extras.RMSE" + (" on int labels" if kind == "sparse" else ""),
+            TARGET_METRIC_EAGER_VARYING,
+            {"kind": kind, "mode": "eager", "new_lengths": settings.varying_lengths},
+            lambda kind=kind: varying_comparison(
+                kind, settings.varying_lengths, settings.repeats, settings.warmup
+            ),
+        )
 
     def in_fit() -> dict[str, Any]:
         model_a = _mlp(

@@ -494,6 +494,8 @@ def test_quick_run_writes_valid_results(tmp_path):
         for kind in ("dense", "sparse")
         for mode in ("eager", "compiled")
     } | {
+        "metric_update/dense/eager/varying",
+        "metric_update/sparse/eager/varying",
         "metric_update/in_fit",
         "training_step/jit_off",
         "training_step/jit_on",
