@@ -39,9 +39,13 @@ def eager(update: Callable) -> Callable:
         update,
         lambda fn, signature: jax.jit(fn),
         _signature,
-        lambda jitted: jitted.clear_cache(),
+        _release,
         adapt=_padded,
     )
+
+
+def _release(jitted: Any) -> None:
+    jitted.clear_cache()
 
 
 def _signature(*args: Any) -> Hashable:
