@@ -46,36 +46,45 @@ def test_varying_batch_lengths_keep_a_bounded_number_of_compiled_updates():
     if BACKEND == "torch":
         assert eager is update
         return
+    eager.compiled.clear()
     eager.limit = 3
     rng = np.random.default_rng(0)
     zeros = ops.zeros((2,))
-    for n in (4, 1, 7, 4, 9, 2, 12, 5):
-        y_true, y_pred = rng.random((n, 3), "float32"), rng.random((n, 3), "float32")
-        high, _, _ = eager(zeros, zeros, *map(ops.convert_to_tensor, (y_true, y_pred)), None)
-        total, count = ops.convert_to_numpy(high)
-        assert count == n
-        assert total == pytest.approx(((y_true - y_pred) ** 2).mean(axis=1).sum(), rel=1e-5)
-    assert len(eager.compiled) == (2 if BACKEND == "tensorflow" else 3)
+    try:
+        for n in (4, 1, 7, 4, 9, 2, 12, 5):
+            y_true, y_pred = rng.random((n, 3), "float32"), rng.random((n, 3), "float32")
+            args = (zeros, zeros, *map(ops.convert_to_tensor, (y_true, y_pred)), None)
+            total, count = ops.convert_to_numpy(eager(*args)[0])
+            assert count == n
+            assert total == pytest.approx(((y_true - y_pred) ** 2).mean(axis=1).sum(), rel=1e-5)
+        assert len(eager.compiled) == (2 if BACKEND == "tensorflow" else 3)
+    finally:
+        eager.limit = _backends.COMPILED_LIMIT
 
 
 def test_many_batch_lengths_compile_a_few_updates():
     """Catches memory that grows with every distinct batch length: 40 lengths compile
-    two updates on TensorFlow (length 1, and every other one), and on JAX one per power
-    of two (padded, and unpadded for the powers of two themselves); torch compiles none."""
+    two updates on TensorFlow (length 1, and every other one), and on JAX, which
+    compiles per shape, no more than the cache's limit; torch compiles none."""
     eager = _backends.eager(metrics._rmse_update)
     if BACKEND == "torch":
         return
     eager.compiled.clear()
+    eager.limit = 10
     zeros = ops.zeros((2,))
     rng = np.random.default_rng(2)
-    for n in range(1, 41):
-        y_true = ops.convert_to_tensor(rng.integers(0, 3, n).astype("int32"))
-        eager(zeros, zeros, y_true, ops.convert_to_tensor(rng.random((n, 3), "float32")), None)
-    assert len(eager.compiled) <= (2 if BACKEND == "tensorflow" else 12)
+    try:
+        for n in range(1, 41):
+            y_true = ops.convert_to_tensor(rng.integers(0, 3, n).astype("int32"))
+            y_pred = ops.convert_to_tensor(rng.random((n, 3), "float32"))
+            eager(zeros, zeros, y_true, y_pred, None)
+        assert len(eager.compiled) == (2 if BACKEND == "tensorflow" else 10)
+    finally:
+        eager.limit = _backends.COMPILED_LIMIT
 
 
-# A batch of 5 (not a power of two, so JAX pads it to 8) in every form the eager
-# update is compiled for: `(y_true, y_pred, sample_weight)` shapes.
+# A batch of 5 in every form the eager update is compiled for: `(y_true, y_pred,
+# sample_weight)` shapes.
 B = 5
 EAGER_CASES = {
     "dense": ((B, 3), (B, 3), None),
@@ -95,10 +104,10 @@ EAGER_CASES = {
 
 @pytest.mark.parametrize("case", EAGER_CASES, ids=list(EAGER_CASES))
 def test_eager_update_gives_the_sums_of_the_update_run_as_it_is(case):
-    """The eager update is compiled (on JAX for a batch padded to a power of two).
-    Catches a compiled update that counts the padded rows, pads a weight that
-    broadcasts over the batch, or traces a shape rule for the wrong shapes: its sums
-    must be those of `metrics._rmse_update` run operation by operation."""
+    """The eager update is compiled (on TensorFlow for shapes with unknown axes).
+    Catches a trace of the shape rule for the wrong shapes, such as a weight axis
+    relaxed that must broadcast: its sums must be those of `metrics._rmse_update`
+    run operation by operation."""
     true_shape, pred_shape, weight_shape = EAGER_CASES[case]
     rng = np.random.default_rng(3)
     y_pred = rng.random(pred_shape).astype("float32")
