@@ -9,7 +9,7 @@ first use, so that importing keras_extras imports no backend. Each has:
   calls. An eager update is some twenty Keras operations, each dispatched on its
   own; TensorFlow and JAX compile it instead, into a cache of at most
   `COMPILED_LIMIT` entries: TensorFlow traces once for every batch length, JAX
-  compiles once per power of two of batch rows (see there). On torch it runs as it is.
+  compiles once per input shape. On torch it runs as it is.
 
 and torch's module, where a Keras operation costs several torch kernels, also has
 `batch_sums` and `guard_overflow` in torch's own operations (see there).
@@ -76,7 +76,6 @@ class CompiledCache:
         key: The key of a call's arguments.
         release: Frees what a dropped compiled function holds.
         limit: How many compiled functions are kept.
-        adapt: Brings a call's arguments to the form compiled for, first.
     """
 
     def __init__(
@@ -86,14 +85,12 @@ class CompiledCache:
         key: Callable[..., Hashable],
         release: Callable[[Callable], None] = lambda compiled: None,
         limit: int = COMPILED_LIMIT,
-        adapt: Callable[..., tuple] = lambda *args: args,
     ) -> None:
         self.fn, self._compile, self._key, self._release = fn, compile, key, release
-        self.limit, self._adapt = limit, adapt
+        self.limit = limit
         self.compiled: collections.OrderedDict[Hashable, Callable] = collections.OrderedDict()
 
     def __call__(self, *args: Any) -> Any:
-        args = self._adapt(*args)
         key = self._key(*args)
         compiled = self.compiled.get(key)
         if compiled is None:
