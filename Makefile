@@ -39,9 +39,9 @@ test: $(STAMP)
 
 # The suite's files that exercise Keras's API: the components, their steps and the
 # private Keras names behind them. Run on every Keras release CI covers.
-CORE_TESTS := tests/test_metrics.py tests/test_rmse_in_models.py tests/test_models.py \
-  tests/test_models_workflows.py tests/test_layers.py tests/test_callbacks.py \
-  tests/test_history.py tests/test_keras_internals.py tests/conformance
+CORE_TESTS := tests/test_metrics.py tests/test_backends.py tests/test_rmse_in_models.py \
+  tests/test_models.py tests/test_models_workflows.py tests/test_layers.py \
+  tests/test_callbacks.py tests/test_history.py tests/test_keras_internals.py tests/conformance
 # The latest patch of every minor release between the floor (make test-oldest) and the
 # newest (make test, constraints.txt); `make test-keras-matrix` runs each on JAX, and
 # keras-nightly on JAX and torch.

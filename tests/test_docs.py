@@ -440,9 +440,15 @@ def test_conf_rewrites_keras_style_docstrings(monkeypatch):
 
 # --- The API page, as Sphinx renders it -----------------------------------------------
 
+# The tests that build with Sphinx itself skip where the [docs] extra is not installed.
+needs_sphinx = pytest.mark.skipif(
+    importlib.util.find_spec("sphinx") is None, reason="needs the [docs] extra (Sphinx)"
+)
+
 _PRIVATE_MEMBER = re.compile(r"^\s*(?:property |classmethod |static )?_(?!_)\w*", re.M)
 
 
+@needs_sphinx
 def test_api_page_shows_no_private_base_or_member(tmp_path, monkeypatch):
     """Renders docs/api.rst with docs/conf.py as text, and reads it as a user would.
 
@@ -507,6 +513,7 @@ def _first_installed(*names: str) -> str:
     return next(name for name in names if importlib.util.find_spec(name) is not None)
 
 
+@needs_sphinx
 def test_docs_build_picks_an_installed_backend(tmp_path):
     """conf.py, read as `make docs` reads it, without TensorFlow: keras.json names it.
 
@@ -527,6 +534,7 @@ def test_docs_build_picks_an_installed_backend(tmp_path):
     assert f"docs/conf.py: building with {expected}, the first installed backend" in proc.stderr
 
 
+@needs_sphinx
 @pytest.mark.parametrize(
     "missing, variable, message",
     [
