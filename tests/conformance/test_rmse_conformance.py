@@ -23,6 +23,7 @@ BUILTIN = keras.metrics.RootMeanSquaredError
 OURS = keras_extras.RootMeanSquaredError
 RTOL = 1e-6  # both accumulate in float32; ours rounds less
 BACKEND = keras.backend.backend()
+KERAS_VERSION = tuple(int(part) for part in keras.version().split(".")[:2])
 
 
 def run(cls, batches, **kwargs):
@@ -341,7 +342,12 @@ def test_dtype_arg(name):
     rng = np.random.default_rng(6)
     y_true, y_pred = rng.random((10, 3)), rng.random((10, 3))
     batches = [(y_true, y_pred), (y_true, y_pred, np.linspace(0, 1, 10))]
-    result = assert_same_result(batches, rtol=rtol, dtype=dtype)
+    builtin_rtol = rtol
+    if name == "float64" and BACKEND == "torch" and KERAS_VERSION < (3, 15):
+        # Keras's own RMSE on torch loses float64 somewhere before 3.15: 1.8e-9 off the
+        # float64 value here on 3.12.4, exact on 3.15.1. Ours is held to NumPy below.
+        builtin_rtol = 1e-8
+    result = assert_same_result(batches, rtol=builtin_rtol, dtype=dtype)
     w = np.concatenate([np.ones(10), np.linspace(0, 1, 10)])[:, None]
     sq = np.concatenate([(y_true - y_pred) ** 2] * 2)
     assert result == pytest.approx(np.sqrt((w * sq).sum() / w.sum() / 3), rel=rtol)
