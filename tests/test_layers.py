@@ -21,6 +21,7 @@ from keras_extras import (
 )
 from tests.harness import (
     BACKEND,
+    OLD_KERAS_TORCH_JIT,
     assert_config_roundtrip,
     run_in_fresh_process,
     run_layer_test,
@@ -570,6 +571,7 @@ def test_loop_bodies_count_as_documented(call_before_loop):
 
 
 @pytest.mark.backends("torch", reason="jit_compile=True means torch.compile only on torch")
+@OLD_KERAS_TORCH_JIT
 @pytest.mark.parametrize("model_cls", MODEL_CLASSES, ids=lambda c: c.__name__)
 def test_torch_compile_counts_steps_and_drops_at_the_scheduled_rate(model_cls):
     """`fit(jit_compile=True)` on torch: counter, drop fraction, identity at inference.

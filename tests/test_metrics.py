@@ -15,7 +15,12 @@ from keras import ops
 from sklearn.metrics import root_mean_squared_error
 
 import keras_extras
-from tests.harness import assert_config_roundtrip, jit, run_in_fresh_process
+from tests.harness import (
+    OLD_KERAS_TORCH_JIT,
+    assert_config_roundtrip,
+    jit,
+    run_in_fresh_process,
+)
 
 RTOL = 1e-5  # float32 arithmetic against a float64 reference
 
@@ -342,7 +347,7 @@ def test_exact_over_long_streams_when_compiled():
 # --- Inside fit and evaluate -----------------------------------------------------
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("jit_compile", [False, pytest.param(True, marks=OLD_KERAS_TORCH_JIT)])
 def test_in_fit_and_evaluate_with_sparse_labels(jit_compile):
     rng = np.random.default_rng(6)
     x = rng.normal(size=(60, 5)).astype("float32")

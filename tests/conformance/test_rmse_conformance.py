@@ -15,6 +15,7 @@ import pickle
 import keras
 import numpy as np
 import pytest
+from harness import OLD_KERAS_TORCH_JIT
 from keras import ops
 
 import keras_extras
@@ -405,7 +406,7 @@ def dense_regression():
     return (lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])), x, y
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("jit_compile", [False, pytest.param(True, marks=OLD_KERAS_TORCH_JIT)])
 def test_in_compile_and_fit(jit_compile):
     assert_same_in_fit(*dense_regression(), jit_compile=jit_compile)
 
@@ -417,7 +418,8 @@ def test_in_fit_under_mixed_precision(restore_dtype_policy):
 
 @pytest.mark.parametrize(
     "channels, jit_compile",
-    [(None, False), (2, False), (2, True)],  # torch.compile takes a minute: once is enough
+    # torch.compile takes a minute: once is enough
+    [(None, False), (2, False), pytest.param(2, True, marks=OLD_KERAS_TORCH_JIT)],
     ids=["targets-(N,T)", "targets-(N,T,C)", "targets-(N,T,C)-jit"],
 )
 def test_fit_with_per_timestep_sample_weight(channels, jit_compile):
