@@ -15,7 +15,7 @@ import pickle
 import keras
 import numpy as np
 import pytest
-from harness import OLD_KERAS_TORCH_JIT
+from harness import KERAS_VERSION, OLD_KERAS_TORCH_JIT
 from keras import ops
 
 import keras_extras
@@ -24,7 +24,6 @@ BUILTIN = keras.metrics.RootMeanSquaredError
 OURS = keras_extras.RootMeanSquaredError
 RTOL = 1e-6  # both accumulate in float32; ours rounds less
 BACKEND = keras.backend.backend()
-KERAS_VERSION = tuple(int(part) for part in keras.version().split(".")[:2])
 
 
 def run(cls, batches, **kwargs):
