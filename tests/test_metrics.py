@@ -395,6 +395,23 @@ def test_fractional_float_label_raises_eagerly():
         metric.update_state(np.array([0.0, 1.5]), np.full((2, 3), 1 / 3, "float32"))
 
 
+@pytest.mark.parametrize("weight", [None, [1.0, 0.0]], ids=["unweighted", "zero weight"])
+def test_an_invalid_label_raises_whatever_its_weight_and_a_nan_prediction_does_not(weight):
+    """An eager call looks for invalid labels when the batch's total is not finite.
+    Catches a label check that a zero weight hides, and one that blames valid labels
+    for a NaN prediction, which gives NaN as the built-in's does instead."""
+    probs = np.full((2, 3), 1 / 3, "float32")
+    metric = keras_extras.RMSE()
+    with pytest.raises(ValueError, match=r"y_true\[1\] is 5\.$"):
+        metric.update_state(np.array([0, 5], "int32"), probs, sample_weight=weight)
+    nan_probs = probs.copy()
+    nan_probs[1, 2] = np.nan
+    metric.update_state(np.array([0, 2], "int32"), nan_probs, sample_weight=weight)
+    builtin = keras.metrics.RootMeanSquaredError()
+    builtin.update_state(np.eye(3, dtype="float32")[[0, 2]], nan_probs, sample_weight=weight)
+    assert np.isnan(float(builtin.result())) and np.isnan(float(metric.result()))
+
+
 @pytest.mark.parametrize(
     "dtype, label, shown",
     [
@@ -408,10 +425,10 @@ def test_fractional_float_label_raises_eagerly():
     ],
 )
 def test_invalid_label_in_a_second_eager_call_raises_and_counts_nothing(dtype, label, shown):
-    """A signature's first eager call runs operation by operation; from the second on,
-    the compiled update runs (jax.jit, tf.function, torch's own operations), a code
-    path of its own. Catches a compiled update that drops, clips or counts a bad label
-    (every other invalid-label test makes a fresh metric's first call)."""
+    """The bad batch comes through the update that the first call compiled for its
+    signature (jax.jit, tf.function; torch's own operations), not a fresh metric's first
+    call as in the other invalid-label tests. Catches a compiled update that drops,
+    clips or counts a bad label."""
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], "float32")
     metric = keras_extras.RMSE()
     metric.update_state(np.array([0, 2], dtype), probs)

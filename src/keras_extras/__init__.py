@@ -1,9 +1,10 @@
 """keras_extras: registered, exact and backend-neutral Keras 3 components."""
 
-from keras_extras.callbacks import LossHistory, TrainingPlotter
+from keras_extras.callbacks import LossHistory
 from keras_extras.layers import ScheduledDropout
 from keras_extras.metrics import RMSE, RootMeanSquaredError
 from keras_extras.models import CustomModel
+from keras_extras.plotter import TrainingPlotter
 from keras_extras.schedules import (
     ConstantSchedule,
     DropoutSchedule,

@@ -158,7 +158,7 @@ def direction(metric: Any) -> str | None:
     return getattr(metric, "_direction", None)
 
 
-# --- LossHistory and TrainingPlotter (callbacks.py) ---------------------------------
+# --- LossHistory and TrainingPlotter (callbacks.py, plotter.py) ---------------------
 
 
 def batch_index_is_last_step() -> bool:

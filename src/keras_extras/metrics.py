@@ -156,10 +156,12 @@ def _convert_targets(y_true: Any, dtype: Any) -> Any:
     return ops.convert_to_tensor(y_true, dtype=dtype)
 
 
-def _label_error(labels: Any, classes: int) -> ValueError:
-    """The error for invalid sparse labels, naming the first one."""
+def _label_error(labels: Any, classes: int) -> ValueError | None:
+    """The error for invalid sparse labels, naming the first one; None if all are valid."""
     labels = ops.convert_to_numpy(labels)
     bad = ~((labels >= 0) & (labels < classes) & (labels == np.floor(labels)))
+    if not bad.any():
+        return None
     index = tuple(int(i) for i in np.argwhere(bad)[0])
     return ValueError(
         f"Sparse labels must be whole numbers in [0, {classes}) for y_pred with "
@@ -167,18 +169,18 @@ def _label_error(labels: Any, classes: int) -> ValueError:
     )
 
 
-def _squared_errors(targets: Any, labels: Any, y_pred: Any, weight_rank: int) -> tuple[Any, Any]:
-    """`(squared errors, validity of the labels)`, the labels one-hot encoded.
+def _squared_errors(targets: Any, labels: Any, y_pred: Any, weight_rank: int) -> Any:
+    """The squared errors, the labels one-hot encoded.
 
-    For dense targets the validity is None. For sparse labels an invalid one
-    (outside [0, C), fractional or NaN) turns its sample's error NaN, so a
-    compiled step, which cannot raise, never drops it silently. Unless the
-    weight has the errors' full rank, the errors are averaged over the class
-    axis first: `_weighted_sums` would average them down to the weight's rank
-    anyway, and the NaN then costs one value per label instead of per class.
+    For sparse labels an invalid one (outside [0, C), fractional or NaN) turns
+    its sample's error NaN, so a compiled step, which cannot raise, never drops
+    it silently. Unless the weight has the errors' full rank, the errors are
+    averaged over the class axis first: `_weighted_sums` would average them down
+    to the weight's rank anyway, and the NaN then costs one value per label
+    instead of per class.
     """
     if labels is None:
-        return ops.square(y_pred - targets), None
+        return ops.square(y_pred - targets)
     classes = int(y_pred.shape[-1])
     dtype = keras.backend.standardize_dtype(labels.dtype)
     if dtype in _SIGNED_OR_NARROW_INTS:
@@ -196,8 +198,8 @@ def _squared_errors(targets: Any, labels: Any, y_pred: Any, weight_rank: int) ->
     # A scalar NaN, not `full_like`: on torch that calls `.item()`, which fails
     # on the "meta" device where Keras first builds the compiled metrics.
     if weight_rank > len(labels.shape):
-        return ops.where(ops.expand_dims(valid, axis=-1), squared, np.nan), valid
-    return ops.where(valid, _mean_over(squared, len(labels.shape)), np.nan), valid
+        return ops.where(ops.expand_dims(valid, axis=-1), squared, np.nan)
+    return ops.where(valid, _mean_over(squared, len(labels.shape)), np.nan)
 
 
 def _is_integer(x: Any) -> bool:
@@ -206,36 +208,32 @@ def _is_integer(x: Any) -> bool:
 
 
 def _batch_sums(y_true: Any, y_pred: Any, sample_weight: Any) -> tuple[Any, Any]:
-    """RMSE's two sums of one batch: `([weighted squared errors, weight], any_invalid)`.
+    """RMSE's two sums of one batch: `([weighted squared errors, weight], maybe_invalid)`.
 
-    `any_invalid` says, for sparse labels, whether a label was invalid (None for
-    dense targets).
+    `maybe_invalid` is None for dense targets. For class labels it says whether
+    the total is NaN or infinite, which an invalid label makes it: an eager call
+    then looks for one. One scalar, not a second pass over the labels.
     """
     targets, labels = _align_targets(y_true, y_pred)
     if targets is not None and _is_integer(targets):
         targets = ops.cast(targets, y_pred.dtype)
     weight_rank = -1 if sample_weight is None else len(sample_weight.shape)
-    squared, valid = _squared_errors(targets, labels, y_pred, weight_rank)
+    squared = _squared_errors(targets, labels, y_pred, weight_rank)
     total, count = _weighted_sums(squared, sample_weight, y_pred.dtype)
-    return ops.stack([total, count]), None if valid is None else ops.any(ops.logical_not(valid))
+    maybe_invalid = None if labels is None else ops.logical_not(ops.isfinite(total))
+    return ops.stack([total, count]), maybe_invalid
 
 
-def _rmse_update(
-    high: Any, low: Any, y_true: Any, y_pred: Any, sample_weight: Any
-) -> tuple[Any, Any, Any]:
-    """One batch's update of the state pair, a pure function of tensors.
-
-    Traced with the step inside `fit`, and compiled by `_backends.eager` for
-    eager calls. Torch's kernel computes the batch sums where it covers the shapes.
-
-    Returns:
-        `(high, low, any_invalid)`: the new pair, and what `_batch_sums` says of
-        the labels.
-    """
+def _rmse_sums(y_true: Any, y_pred: Any, sample_weight: Any) -> tuple[Any, Any]:
+    """`_batch_sums`, in the backend's own kernels where it has them (torch, common shapes)."""
     sums = _backends.batch_sums(y_true, y_pred, sample_weight)
-    if sums is None:
-        sums = _batch_sums(y_true, y_pred, sample_weight)
-    return (*compensated_add(high, low, sums[0]), sums[1])
+    return _batch_sums(y_true, y_pred, sample_weight) if sums is None else sums
+
+
+# One batch's update of the state pair, a pure function of tensors: `(high, low, y_true,
+# y_pred, sample_weight) -> (high, low, maybe_invalid)`. Traced with the step inside `fit`;
+# eager calls run the same two stages as `_backends.eager` compiles them.
+_rmse_update = _backends.chain(_rmse_sums, compensated_add)
 
 
 @export
@@ -328,15 +326,17 @@ class RootMeanSquaredError(_ExactMean):
             # Inside a compiled step: its compiler sees these operations with the rest.
             high, low, _ = _rmse_update(*state, y_true, y_pred, sample_weight)
         else:
-            # One compiled call instead of some twenty dispatched operations.
-            update = _backends.eager(_rmse_update)
-            high, low, any_invalid = update(*state, y_true, y_pred, sample_weight)
+            # Compiled calls instead of some twenty dispatched operations.
+            update = _backends.eager(_rmse_sums, compensated_add)
+            high, low, maybe_invalid = update(*state, y_true, y_pred, sample_weight)
             # One scalar read back, not the labels; they are copied only to name a bad one.
-            if any_invalid is not None and bool(ops.convert_to_numpy(any_invalid)):
+            if maybe_invalid is not None and bool(ops.convert_to_numpy(maybe_invalid)):
                 # Named as given (converted, a large int64 label may have been rounded), in
                 # the labels' shape: the predictions' without the class axis.
                 given = np.reshape(ops.convert_to_numpy(given), tuple(y_pred.shape[:-1]))
-                raise _label_error(given, int(y_pred.shape[-1]))
+                error = _label_error(given, int(y_pred.shape[-1]))
+                if error is not None:  # else the predictions or weights were not finite
+                    raise error
         self._assign_pair(high, low)
 
     def result(self) -> Any:

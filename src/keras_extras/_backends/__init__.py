@@ -5,11 +5,14 @@ first use, so that importing keras_extras imports no backend. Each has:
 
 * `is_symbolic(x)`: whether `x` is being traced into a compiled graph, so has no
   value to read;
-* `eager(update)`: `update`, a pure function of tensors, as it runs fastest in eager
-  calls. An eager update is some twenty Keras operations, each dispatched on its
-  own; TensorFlow and JAX compile it instead, into a cache of at most
-  `COMPILED_LIMIT` entries: TensorFlow traces once for every batch length, JAX
-  compiles once per input shape. On torch it runs as it is.
+* `eager(batch, accumulate)`: a metric's eager update, `update(high, low,
+  *inputs)`, which returns the new state pair `accumulate(high, low, sums)` and the
+  flag, where `sums, flag = batch(*inputs)`; both are pure functions of tensors.
+  An eager update is some twenty Keras operations, each dispatched on its own;
+  TensorFlow and JAX compile it instead, into a cache of at most `COMPILED_LIMIT`
+  entries. TensorFlow traces the two stages as one function, once for every
+  batch length; JAX compiles `batch` once per input shape and `accumulate`, whose
+  shapes never change, once. On torch it runs as it is.
 
 and torch's module, where a Keras operation costs several torch kernels, also has
 `batch_sums` and `guard_overflow` in torch's own operations (see there).
@@ -45,14 +48,29 @@ def is_symbolic(x: Any) -> bool:
     return bool(_module().is_symbolic(x))
 
 
-def eager(update: Callable) -> Callable:
-    """`update`, a pure function of tensors, compiled for eager calls where that pays."""
-    compiled: Callable = _module().eager(update)
+def eager(batch: Callable, accumulate: Callable) -> Callable:
+    """The update `accumulate(high, low, batch(*inputs)[0])`, compiled where that pays.
+
+    Returns:
+        `update(high, low, *inputs) -> (high, low, flag)`, `flag` being the second
+        value that `batch` returns.
+    """
+    compiled: Callable = _module().eager(batch, accumulate)
     return compiled
 
 
+def chain(batch: Callable, accumulate: Callable) -> Callable:
+    """The two stages of an update as one function, run as they are."""
+
+    def update(high: Any, low: Any, *inputs: Any) -> tuple[Any, Any, Any]:
+        sums, flag = batch(*inputs)
+        return (*accumulate(high, low, sums), flag)
+
+    return update
+
+
 def batch_sums(y_true: Any, y_pred: Any, sample_weight: Any) -> tuple[Any, Any] | None:
-    """RMSE's `(sums, any_invalid)` of one batch in the backend's own kernels, or None.
+    """RMSE's `(sums, maybe_invalid)` of one batch in the backend's own kernels, or None.
 
     None where the backend has no such kernel (it compiles the general code) or
     the kernel does not cover these shapes.

@@ -16,7 +16,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from keras_extras._backends import CompiledCache
+from keras_extras._backends import CompiledCache, chain
 
 
 def is_symbolic(x: Any) -> bool:
@@ -25,9 +25,12 @@ def is_symbolic(x: Any) -> bool:
 
 
 @functools.cache
-def eager(update: Callable) -> Callable:
-    """`update(high, low, y_true, y_pred, sample_weight)`, traced once per kind of input."""
-    return CompiledCache(update, _trace, _relaxed_signature)
+def eager(batch: Callable, accumulate: Callable) -> Callable:
+    """The update `(high, low, y_true, y_pred, sample_weight)`, traced once per kind of input.
+
+    Both stages in one trace: a call of a traced function costs more than its operations.
+    """
+    return CompiledCache(chain(batch, accumulate), _trace, _relaxed_signature)
 
 
 def _relaxed_signature(*args: Any) -> Hashable:

@@ -10,11 +10,14 @@ for bit.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from keras_extras._backends import chain
 
 
 def is_symbolic(x: Any) -> bool:
@@ -26,9 +29,10 @@ def is_symbolic(x: Any) -> bool:
     return torch.compiler.is_compiling() or (isinstance(x, torch.Tensor) and x.is_meta)
 
 
-def eager(update: Callable) -> Callable:
-    """`update` as it is: torch runs operations eagerly anyway."""
-    return update
+@functools.cache
+def eager(batch: Callable, accumulate: Callable) -> Callable:
+    """The update as it is: torch runs operations eagerly anyway."""
+    return chain(batch, accumulate)
 
 
 def guard_overflow(total: torch.Tensor, high: torch.Tensor, low: torch.Tensor) -> tuple:
