@@ -210,18 +210,23 @@ def test_torch_kernel_leaves_other_shapes_to_the_general_arithmetic(case):
 
 
 @pytest.mark.backends("torch", reason="torch's kernel exists there only")
-def test_torch_overflow_guard_equals_the_general_one_bit_for_bit():
+@pytest.mark.parametrize("finite", [False, True], ids=["overflowed", "all finite"])
+def test_torch_overflow_guard_equals_the_general_one_bit_for_bit(finite):
     """Catches torch's guard in `compensated_add` drifting from `_exact_mean._guard_overflow`:
-    keeping the NaN high part of an overflowed sum, or its low part."""
-    total = ops.convert_to_tensor(np.array([1.5, np.inf, -np.inf, np.nan], "float32"))
-    high = ops.convert_to_tensor(np.array([1.0, np.nan, np.nan, np.nan], "float32"))
-    low = ops.convert_to_tensor(np.array([0.5, np.nan, 2.0, 3.0], "float32"))
+    keeping the NaN high part of an overflowed sum, or its low part; or, where it reads
+    an all-finite sum on the CPU and skips its kernels, returning anything else."""
+    if finite:
+        total, high, low = [1.5, 3e38], [1.0, 3e38], [0.5, -1e31]
+    else:
+        total, high, low = [1.5, np.inf, -np.inf, np.nan], [1.0] + [np.nan] * 3, [0.5, np.nan, 2, 3]
+    total, high, low = (ops.convert_to_tensor(np.array(x, "float32")) for x in (total, high, low))
     kernel = _backends.guard_overflow(total, high, low)
     general = _exact_mean._guard_overflow(total, high, low)
     assert kernel is not None
     for k, g in zip(kernel, general, strict=True):
         np.testing.assert_array_equal(ops.convert_to_numpy(k), ops.convert_to_numpy(g))
-    np.testing.assert_array_equal(ops.convert_to_numpy(kernel[1]), [0.5, 0, 0, 0])
+    expected_low = [0.5, -1e31] if finite else [0.5, 0, 0, 0]
+    np.testing.assert_array_equal(ops.convert_to_numpy(kernel[1]), np.float32(expected_low))
 
 
 def test_other_backends_have_no_kernel():
