@@ -6,9 +6,9 @@ update runs; compiled as one function per shape it costs less than its operation
 compiled one by one, and less again when only the batch stage is compiled per
 shape: the accumulation, whose shapes never change, is compiled once, and the
 per-shape program takes less than half as long to compile as the whole update
-(issue 26). Padding a batch to a power of
-two would compile less often, but each pad is an operation dispatched in every
-call, which made fixed batch lengths 3 to 5 times slower.
+(issue 26). Padding a batch to a power of two would compile less often, but each
+pad is an operation dispatched in every call, which made fixed batch lengths 3 to
+5 times slower.
 """
 
 from __future__ import annotations
